@@ -1,0 +1,27 @@
+"""Helpers shared by CLI modules: root check, output of tables and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from devbox.errors import NotRootError
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise NotRootError("devbox needs root to create containers", hint="run it with sudo")
+
+
+def print_table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [headers] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")

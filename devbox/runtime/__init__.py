@@ -1,0 +1,1 @@
+"""devbox's container engine: containers, images and networks. Knows nothing of Devboxfiles."""

@@ -1,0 +1,66 @@
+"""Shared fixtures.
+
+Every test that touches the kernel runs against a private state root (DEVBOX_ROOT) on a tmpfs made for
+the session, so the host's /var/lib/devbox is never touched and the disk's slow-after-delete trap does
+not slow the suite. Fixtures clean up even when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+IS_ROOT = os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if IS_ROOT:
+        return
+    skip = pytest.mark.skip(reason="needs root")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def session_root() -> Iterator[Path]:
+    """A tmpfs-backed devbox state root shared by the whole session (images are imported once)."""
+    d = Path(tempfile.mkdtemp(prefix="dbxtest-", dir="/tmp"))
+    mounted = False
+    if IS_ROOT:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12g,mode=0755", "dbxtest", str(d)], check=True)
+        mounted = True
+    old = os.environ.get("DEVBOX_ROOT")
+    os.environ["DEVBOX_ROOT"] = str(d / "state")
+    try:
+        yield d / "state"
+    finally:
+        if old is None:
+            os.environ.pop("DEVBOX_ROOT", None)
+        else:
+            os.environ["DEVBOX_ROOT"] = old
+        if mounted:
+            _cleanup_root(d / "state")
+            subprocess.run(["umount", "-R", "-l", str(d)], check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(d)], check=False)
+
+
+def _cleanup_root(root: Path) -> None:
+    """Remove every container (processes, mounts, cgroups, links) left under `root`."""
+    if not (root / "containers").exists():
+        return
+    env = dict(os.environ, DEVBOX_ROOT=str(root))
+    subprocess.run(
+        [str(Path(__file__).resolve().parent.parent / ".venv/bin/devbox"), "rm", "-f", "--all"],
+        env=env, check=False, capture_output=True,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def devbox_root(session_root: Path) -> Path:
+    return session_root

@@ -1,0 +1,364 @@
+"""Engine verbs: run, start, ps, exec, logs, stop, kill, rm."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from devbox import errors
+from devbox.cli.util import print_json, print_table, require_root
+
+PASSTHROUGH = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+
+
+def _parse_env(items: list[str]) -> list[str]:
+    out = []
+    for e in items:
+        if "=" in e:
+            out.append(e)
+        elif e in os.environ:
+            out.append(f"{e}={os.environ[e]}")
+        else:
+            raise errors.ConfigError(f"invalid -e {e!r}: expected KEY=VALUE", hint="or name a variable set in your shell")
+    return out
+
+
+def _parse_volume(v: str) -> Any:
+    from devbox.runtime.spec import MountSpec
+
+    parts = v.split(":")
+    ro = False
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        ro = parts[2] == "ro"
+        parts = parts[:2]
+    if len(parts) != 2 or not parts[0] or not parts[1].startswith("/"):
+        raise errors.ConfigError(f"invalid -v {v!r}: expected HOST_PATH:CONTAINER_PATH[:ro]",
+                                 hint="the container path must be absolute, e.g. -v ./src:/src")  # fmt: skip
+    src = Path(parts[0]).expanduser().resolve()
+    if not src.exists():
+        raise errors.ConfigError(f"volume source {parts[0]!r} does not exist", hint=f"create it: mkdir -p {src}")
+    return MountSpec(os.fspath(src), os.path.normpath(parts[1]), ro, "bind")
+
+
+def build_spec(image_ref: str, command: list[str], *, name: str | None = None, env: list[str] = (),  # type: ignore[assignment]
+               volumes: list[str] = (), tmpfs: list[str] = (), workdir: str | None = None,  # type: ignore[assignment]
+               user: str | None = None, hostname: str | None = None, network: str = "default",
+               ports: list[str] = (), memory: str | None = None, cpus: str | None = None,  # type: ignore[assignment]
+               pids: str | None = None, entrypoint: str | None = None, tty: bool = False,
+               interactive: bool = False, cap_add: list[str] = (), cap_drop: list[str] = (),  # type: ignore[assignment]
+               auto_remove: bool = False, labels: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Turn command-line style options and the image config into ContainerSpec fields."""
+    from devbox.runtime.image import ensure_image
+    from devbox.runtime.image.store import ImageStore
+    from devbox.runtime.resources import Resources, parse_cpus, parse_memory, parse_pids
+    from devbox.runtime.spec import MountSpec
+
+    res = Resources(
+        memory=parse_memory(memory) if memory else None,
+        cpus=parse_cpus(cpus) if cpus else None,
+        cpu_shares=None,
+        pids=parse_pids(pids) if pids else None,
+    )
+    if ports:
+        from devbox.runtime.ports import parse_port
+
+        for p in ports:
+            parse_port(p)
+        if network in ("none", "host"):
+            raise errors.ConfigError(f"-p needs a bridge network, not --network {network}",
+                                     hint="drop --network or use --network NAME")  # fmt: skip
+    mounts = [_parse_volume(v) for v in volumes]
+    mounts += [MountSpec("", os.path.normpath(t), False, "tmpfs") for t in tmpfs]
+    store = ImageStore()
+    image = ensure_image(store, image_ref)
+    cfg = image.config.get("config") or {}
+    ep = [entrypoint] if entrypoint is not None else list(cfg.get("Entrypoint") or [])
+    if entrypoint == "":
+        ep = []
+    args = ep + (list(command) if command else ([] if entrypoint is not None else list(cfg.get("Cmd") or [])))
+    if not args:
+        raise errors.ConfigError(f"no command given and image {image_ref} has no Cmd or Entrypoint",
+                                 hint=f"add one: devbox run {image_ref} sh")  # fmt: skip
+    return {
+        "name": name,
+        "image": image_ref,
+        "image_digest": image.digest,
+        "diff_ids": list(image.diff_ids),
+        "args": args,
+        "env": list(cfg.get("Env") or []) + _parse_env(list(env)),
+        "cwd": workdir or cfg.get("WorkingDir") or "/",
+        "user": user if user is not None else (cfg.get("User") or None),
+        "hostname": hostname or "",
+        "tty": tty,
+        "interactive": interactive,
+        "mounts": mounts,
+        "resources": res.to_dict(),
+        "network": network,
+        "ports": list(ports),
+        "caps_add": list(cap_add),
+        "caps_drop": list(cap_drop),
+        "labels": labels or {},
+        "auto_remove": auto_remove,
+    }
+
+
+def run_cmd(
+    image: str = typer.Argument(..., help="Image reference, e.g. debian:bookworm or busybox:test."),
+    command: list[str] = typer.Argument(None, help="Command and arguments (default: the image's)."),
+    name: str = typer.Option(None, "--name", help="Container name."),
+    detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; output goes to `devbox logs`."),
+    rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits."),
+    interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
+    tty: bool = typer.Option(False, "-t", "--tty", help="Give the container its own terminal."),
+    env: list[str] = typer.Option([], "-e", "--env", help="KEY=VALUE (repeatable)."),
+    volume: list[str] = typer.Option([], "-v", "--volume", help="HOST:CONTAINER[:ro] bind mount (repeatable)."),
+    tmpfs: list[str] = typer.Option([], "--tmpfs", help="Mount a tmpfs at this path (repeatable)."),
+    workdir: str = typer.Option(None, "-w", "--workdir", help="Working directory inside the container."),
+    user: str = typer.Option(None, "-u", "--user", help="user, uid, user:group or uid:gid from the image."),
+    hostname: str = typer.Option(None, "--hostname", help="Hostname (default: the short id)."),
+    network: str = typer.Option("default", "--network", "--net", help="NAME, none or host."),
+    publish: list[str] = typer.Option([], "-p", "--publish", help="[IP:]HOST:CONTAINER[/udp] (repeatable)."),
+    memory: str = typer.Option(None, "-m", "--memory", help="Memory limit, e.g. 256m."),
+    cpus: str = typer.Option(None, "--cpus", help="CPU limit, e.g. 0.5."),
+    pids: str = typer.Option(None, "--pids", "--pids-limit", help="Maximum number of processes."),
+    entrypoint: str = typer.Option(None, "--entrypoint", help="Override the image's entrypoint."),
+    cap_add: list[str] = typer.Option([], "--cap-add", help="Add a capability (repeatable)."),
+    cap_drop: list[str] = typer.Option([], "--cap-drop", help="Drop a capability (repeatable)."),
+) -> None:
+    """Run a command in a new container."""
+    from devbox.runtime import console
+    from devbox.runtime import container as ct
+
+    require_root()
+    if detach and (tty or interactive):
+        raise errors.ConfigError("-d cannot be combined with -i/-t", hint="start detached, then `devbox exec -it NAME sh`")
+    if detach and rm:
+        raise errors.ConfigError("--rm cannot be combined with -d", hint="remove it later with `devbox rm -f NAME`")
+    ct.reconcile()
+    fields = build_spec(image, command or [], name=name, env=env, volumes=volume, tmpfs=tmpfs, workdir=workdir,
+                        user=user, hostname=hostname, network=network, ports=publish, memory=memory, cpus=cpus,
+                        pids=pids, entrypoint=entrypoint, tty=tty, interactive=interactive, cap_add=cap_add,
+                        cap_drop=cap_drop, auto_remove=rm)  # fmt: skip
+    c = ct.create(fields)
+    if detach:
+        try:
+            ct.start(c)
+        except BaseException:
+            ct.remove(c, force=True)
+            raise
+        print(c.id)
+        return
+    if tty:
+        stdio, relays = (0, 1, 2), []
+    else:
+        stdio, relays = console.plan_stdio(interactive, tty)
+    try:
+        try:
+            st = ct.start(c, foreground=True, stdio=stdio, relays=relays)
+        finally:
+            for fd in stdio:
+                if fd > 2:
+                    os.close(fd)
+        assert st is not None
+        code = ct.wait_foreground(st)
+    except BaseException:
+        ct.remove(c, force=True)
+        raise
+    if rm:
+        ct.remove(c, force=True)
+    else:
+        ct.stop(c, timeout=0)  # the payload is gone: clear the cgroup and network, keep the upper dir
+    raise typer.Exit(code)
+
+
+def start_cmd(names: list[str] = typer.Argument(..., help="Containers to start.")) -> None:
+    """Start stopped containers (in the background)."""
+    from devbox.runtime import container as ct
+
+    require_root()
+    ct.reconcile()
+    for n in names:
+        ct.start(ct.find(n))
+        print(n)
+
+
+def _age(t: float | None) -> str:
+    if not t:
+        return ""
+    s = max(0, int(time.time() - t))
+    for unit, n in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if s >= n:
+            k = s // n
+            return f"{k} {unit}{'s' if k > 1 else ''}"
+    return f"{s} seconds"
+
+
+def _status_text(c: Any) -> str:
+    st = c.refresh()
+    if st == "running":
+        return f"Up {_age(c.state.get('started_at'))}"
+    if st == "stopped":
+        code = c.state.get("exit_code")
+        return f"Exited ({'?' if code is None else code}) {_age(c.state.get('finished_at'))} ago"
+    return st.capitalize()
+
+
+def ps_cmd(
+    all_: bool = typer.Option(False, "-a", "--all", help="Also show stopped containers."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only ids."),
+) -> None:
+    """List containers."""
+    from devbox.runtime import container as ct
+
+    require_root()
+    ct.reconcile()
+    cs = [c for c in ct.list_containers() if all_ or c.refresh() == "running"]
+    if quiet:
+        for c in cs:
+            print(c.id[:12])
+        return
+    if as_json:
+        print_json([{"id": c.id, "name": c.name, "image": c.spec.image, "command": c.spec.args,
+                     "status": c.refresh(), "pid": c.pid if c.refresh() == "running" else None,
+                     "exit_code": c.state.get("exit_code"), "created": c.state.get("created_at"),
+                     "started": c.state.get("started_at"), "network": c.spec.network, "ip": c.state.get("ip"),
+                     "ports": c.spec.ports, "labels": c.spec.labels} for c in cs])  # fmt: skip
+        return
+    rows = [[c.id[:12], c.name, c.spec.image, " ".join(c.spec.args)[:30], _status_text(c),
+             ", ".join(c.spec.ports), c.state.get("ip") or ""] for c in cs]  # fmt: skip
+    print_table(["ID", "NAME", "IMAGE", "COMMAND", "STATUS", "PORTS", "IP"], rows)
+
+
+def exec_cmd(
+    container: str = typer.Argument(..., help="Container name or id."),
+    command: list[str] = typer.Argument(..., help="Command and arguments."),
+    interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
+    tty: bool = typer.Option(False, "-t", "--tty", help="Allocate a terminal."),
+    env: list[str] = typer.Option([], "-e", "--env", help="KEY=VALUE (repeatable)."),
+    user: str = typer.Option(None, "-u", "--user", help="User to run as."),
+    workdir: str = typer.Option(None, "-w", "--workdir", help="Working directory."),
+) -> None:
+    """Run a command in a running container."""
+    from devbox.runtime import console
+    from devbox.runtime import container as ct
+
+    require_root()
+    c = ct.find(container)
+    if tty:
+        stdio, relays = (0, 1, 2), []
+    else:
+        stdio, relays = console.plan_stdio(interactive, False)
+    try:
+        st = ct.exec_in(c, list(command), env=_parse_env(env), user=user, cwd=workdir, tty=tty,
+                        interactive=interactive, stdio=stdio, relays=relays)  # fmt: skip
+    finally:
+        for fd in stdio:
+            if fd > 2:
+                os.close(fd)
+    raise typer.Exit(ct.wait_exec(st))
+
+
+def logs_cmd(
+    container: str = typer.Argument(..., help="Container name or id."),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new output until it stops."),
+    tail: int = typer.Option(-1, "-n", "--tail", help="Only the last N lines."),
+) -> None:
+    """Print a detached container's output."""
+    from devbox.runtime import container as ct
+
+    require_root()
+    c = ct.find(container)
+    print_log(c.log_path, follow=follow, tail=tail, alive=lambda: c.refresh() == "running")
+
+
+def print_log(path: Path, *, follow: bool, tail: int, alive: Any) -> None:
+    out = sys.stdout.buffer
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        if not follow:
+            return
+        f = None
+    with f if f else open(os.devnull, "rb") as fh:
+        data = fh.read()
+        if tail >= 0:
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-tail:]) if tail else b""
+        out.write(data)
+        out.flush()
+        while follow:
+            chunk = fh.read()
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not alive():
+                out.write(fh.read())
+                out.flush()
+                return
+            time.sleep(0.1)
+
+
+def stop_cmd(
+    names: list[str] = typer.Argument(..., help="Containers to stop."),
+    time_: float = typer.Option(None, "-t", "--time", help="Seconds to wait before SIGKILL (default 10)."),
+) -> None:
+    """Stop containers: SIGTERM, then SIGKILL to every process after the timeout."""
+    from devbox.runtime import container as ct
+
+    require_root()
+    for n in names:
+        ct.stop(ct.find(n), timeout=time_)
+        print(n)
+
+
+def kill_cmd(
+    names: list[str] = typer.Argument(..., help="Containers to signal."),
+    signal_: str = typer.Option("KILL", "-s", "--signal", help="Signal name or number."),
+) -> None:
+    """Send a signal to containers (KILL reaches every process of the container)."""
+    from devbox.runtime import container as ct
+
+    require_root()
+    for n in names:
+        c = ct.find(n)
+        ct.kill(c, signal_)
+        if signal_.upper().lstrip("SIG") in ("KILL", "9"):
+            ct.stop(c, timeout=5)
+        print(n)
+
+
+def rm_cmd(
+    names: list[str] = typer.Argument(None, help="Containers to remove."),
+    force: bool = typer.Option(False, "-f", "--force", help="Kill running containers first."),
+    all_: bool = typer.Option(False, "--all", help="Remove every container."),
+) -> None:
+    """Remove containers (and their writable layer)."""
+    from devbox.runtime import container as ct
+
+    require_root()
+    ct.reconcile()
+    targets = ct.list_containers() if all_ else [ct.find(n) for n in names or []]
+    if not targets and not all_:
+        raise errors.ConfigError("name at least one container", hint="or use --all")
+    for c in targets:
+        ct.remove(c, force=force)
+        if not all_:
+            print(c.name)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", context_settings=PASSTHROUGH)(run_cmd)
+    app.command("start")(start_cmd)
+    app.command("ps")(ps_cmd)
+    app.command("exec", context_settings=PASSTHROUGH)(exec_cmd)
+    app.command("logs")(logs_cmd)
+    app.command("stop")(stop_cmd)
+    app.command("kill")(kill_cmd)
+    app.command("rm")(rm_cmd)

@@ -1,0 +1,631 @@
+"""Container lifecycle: create, start, exec, stop, kill, remove, list, reconcile.
+
+State lives in paths.containers_dir()/<id>/ (spec.json, state.json, upper/, work/, rootfs/, etc/, log).
+Status is read from the kernel: the recorded pid must be alive, not a zombie, and have the recorded
+start time on the same boot. state.json only records what was done (runc's refreshState).
+
+No host-side process stays per container: the double fork in nsinit hands PID 1 to the host's init
+(detached) or to the devbox process itself, made a child subreaper (foreground run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devbox import errors, fsutil, paths
+from devbox.runtime import linux as L
+from devbox.runtime import nsinit
+from devbox.runtime.spec import ContainerSpec
+
+CREATING, CREATED, RUNNING, STOPPED = "creating", "created", "running", "stopped"
+
+_ADJ = ["brisk", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nimble",
+        "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty", "zesty", "bold"]  # fmt: skip
+_NOUN = ["otter", "heron", "lynx", "finch", "panda", "koala", "bison", "gecko", "ibis", "llama", "moose",
+         "newt", "orca", "puffin", "quail", "raven", "seal", "tapir", "wombat", "yak"]  # fmt: skip
+
+
+@dataclass
+class Container:
+    id: str
+    dir: Path
+    spec: ContainerSpec
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        return self.state.get("pid")
+
+    @property
+    def status(self) -> str:
+        return self.state.get("status", CREATED)
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "log"
+
+    @property
+    def upper(self) -> Path:
+        return self.dir / "upper"
+
+    def is_running(self) -> bool:
+        return self.refresh() == RUNNING
+
+    def refresh(self) -> str:
+        """Recompute status from the kernel; never trust state.json alone."""
+        st = self.state
+        if st.get("status") == CREATING:
+            owner, start = st.get("owner_pid"), st.get("owner_start")
+            if owner and L.proc_start_time(owner) == start and st.get("boot_id") == fsutil.boot_id():
+                return CREATING
+            st["status"] = "broken"
+            return "broken"
+        if st.get("status") == RUNNING:
+            if not (st.get("boot_id") == fsutil.boot_id() and st.get("pid")
+                    and L.proc_start_time(st["pid"]) == st.get("pid_start")):  # fmt: skip
+                st["status"] = STOPPED
+                st.setdefault("finished_at", time.time())
+        return st.get("status", CREATED)
+
+    def save_state(self) -> None:
+        fsutil.write_json(self.dir / "state.json", self.state)
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return fsutil.locked(paths.locks_dir() / f"container-{self.id}.lock")
+
+
+def _lock_all() -> contextlib.AbstractContextManager[None]:
+    return fsutil.locked(paths.locks_dir() / "containers.lock")
+
+
+def _load(d: Path) -> Container | None:
+    try:
+        spec = ContainerSpec.from_dict(fsutil.read_json(d / "spec.json"))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+    try:
+        state = fsutil.read_json(d / "state.json")
+    except (FileNotFoundError, ValueError):
+        state = {"status": "broken"}
+    c = Container(d.name, d, spec, state)
+    c.refresh()
+    return c
+
+
+def list_containers() -> list[Container]:
+    base = paths.containers_dir()
+    if not base.is_dir():
+        return []
+    out = [c for d in sorted(base.iterdir()) if d.is_dir() and (c := _load(d)) is not None]
+    out.sort(key=lambda c: c.state.get("created_at", 0))
+    return out
+
+
+def find(name_or_id: str) -> Container:
+    cs = list_containers()
+    for c in cs:
+        if c.name == name_or_id or c.id == name_or_id:
+            return c
+    matches = [c for c in cs if c.id.startswith(name_or_id)] if len(name_or_id) >= 3 else []
+    if len(matches) == 1:
+        return matches[0]
+    raise errors.ContainerNotFound(f"no such container: {name_or_id}", hint="see `devbox ps -a`")
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def _random_name(taken: set[str]) -> str:
+    for _ in range(100):
+        n = f"{secrets.choice(_ADJ)}_{secrets.choice(_NOUN)}"
+        if n not in taken:
+            return n
+    return f"box_{secrets.token_hex(4)}"
+
+
+def create(spec_fields: dict[str, Any]) -> Container:
+    """Register a new container (status `created`); `start` runs it."""
+    cid = spec_fields.get("id") or new_id()
+    with _lock_all():
+        existing = list_containers()
+        names = {c.name for c in existing}
+        name = spec_fields.get("name") or _random_name(names)
+        if name in names:
+            raise errors.AlreadyExists(f"a container named {name!r} already exists",
+                                       hint=f"remove it with `devbox rm -f {name}` or pick another --name")  # fmt: skip
+        spec = ContainerSpec(**{**spec_fields, "id": cid, "name": name,
+                                "hostname": spec_fields.get("hostname") or cid[:12]})  # fmt: skip
+        d = paths.containers_dir() / cid
+        tmp = paths.containers_dir() / f".{cid}.tmp"
+        tmp.mkdir(parents=True, exist_ok=False)
+        try:
+            for sub in ("upper", "work", "rootfs", "etc"):
+                (tmp / sub).mkdir(mode=0o755)
+            fsutil.write_json(tmp / "spec.json", spec.to_dict())
+            fsutil.write_json(tmp / "state.json", {"status": CREATED, "created_at": time.time()})
+            os.rename(tmp, d)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return Container(cid, d, spec, fsutil.read_json(d / "state.json"))
+
+
+# --------------------------------------------------------------------------------------------- start
+
+
+@dataclass
+class Started:
+    """A started payload in the foreground: wait on `wait_pid`, signal `signal_pid`."""
+
+    container: Container
+    wait_pid: int
+    signal_pid: int
+    master: int | None
+    relays: list[tuple[int, int]]
+
+
+def _cgroup_mounts() -> list[dict[str, str]]:
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            fields = pre.split()
+            mnt = fields[4]
+            fstype, _src, superopts = (post.split() + ["", "", ""])[:3]
+            if fstype not in ("cgroup", "cgroup2") or not (mnt == "/sys/fs/cgroup"
+                                                            or mnt.startswith("/sys/fs/cgroup/")):  # fmt: skip
+                continue
+            opts = ",".join(o for o in superopts.split(",") if o not in ("rw", "ro"))
+            out.append({"fstype": fstype, "options": opts if fstype == "cgroup" else "",
+                        "subdir": mnt[len("/sys/fs/cgroup/"):] if mnt != "/sys/fs/cgroup" else ""})  # fmt: skip
+    return out
+
+
+def _write_etc_files(c: Container) -> dict[str, str]:
+    etc = c.dir / "etc"
+    files = {"/etc/hostname": etc / "hostname", "/etc/hosts": etc / "hosts", "/etc/resolv.conf": etc / "resolv.conf"}
+    files["/etc/hostname"].write_text(c.spec.hostname + "\n")
+    if not files["/etc/hosts"].exists() or c.spec.network in ("none", "host"):
+        names = " ".join(dict.fromkeys([c.spec.hostname, c.name, *c.spec.aliases]))
+        hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{names}\n"
+        if c.spec.network == "host":
+            hosts = Path("/etc/hosts").read_text()
+        files["/etc/hosts"].write_text(hosts)
+    if c.spec.network == "host":
+        files["/etc/resolv.conf"].write_text(Path("/etc/resolv.conf").read_text())
+    elif c.spec.network == "none":
+        files["/etc/resolv.conf"].write_text("")
+    else:
+        from devbox.runtime import network
+
+        files["/etc/resolv.conf"].write_text(network.resolv_conf())
+    return {k: os.fspath(v) for k, v in files.items()}
+
+
+def start(c: Container, *, foreground: bool = False, stdio: tuple[int, int, int] | None = None,
+          relays: list[tuple[int, int]] | None = None) -> Started | None:  # fmt: skip
+    """Start a created or stopped container. Foreground: returns a Started handle to wait on."""
+    from devbox.runtime import cgroups
+    from devbox.runtime.caps import DEFAULT_CAPS, mask
+    from devbox.runtime.image.store import ImageStore
+    from devbox.runtime.resources import Resources
+
+    with c.lock():
+        status = c.refresh()
+        if status in (RUNNING, CREATING):
+            raise errors.IncorrectStatus(f"container {c.name} is already {status}")
+        if not os.path.ismount("/proc") or not _have_overlay():
+            raise errors.KernelError("this kernel has no overlayfs", hint="load it with `modprobe overlay`")
+        store = ImageStore()
+        layers = [store.layer_dir(d) for d in c.spec.diff_ids]
+        for p in layers:
+            if not p.is_dir():
+                raise errors.ImageError(f"layer {p.name[:12]} of image {c.spec.image} is missing",
+                                        hint=f"pull or import {c.spec.image} again")  # fmt: skip
+        me_start = L.proc_start_time(os.getpid())
+        c.state.update({"status": CREATING, "owner_pid": os.getpid(), "owner_start": me_start,
+                        "boot_id": fsutil.boot_id(), "pid": None, "exit_code": None})  # fmt: skip
+        c.save_state()
+        cg = cgroups.manager_for(c.id)
+        parent_sock = child_sock = None
+        pid = None
+        log_fd = None
+        try:
+            cg.create()
+            cg.apply(Resources.from_dict(c.spec.resources))
+            etc_files = _write_etc_files(c)
+            keep = mask(DEFAULT_CAPS) | mask(c.spec.caps_add)
+            keep &= ~mask(c.spec.caps_drop)
+            cfg = {
+                "rootfs": os.fspath(c.dir / "rootfs"),
+                "layers_dir": os.fspath(paths.layers_dir()),
+                "lowers": [p.name for p in reversed(layers)],
+                "upper": os.fspath(c.dir / "upper"),
+                "work": os.fspath(c.dir / "work"),
+                "etc_files": etc_files,
+                "mounts": [m.__dict__ for m in c.spec.mounts],
+                "network": c.spec.network,
+                "hostname": c.spec.hostname,
+                "tty": c.spec.tty,
+                "args": c.spec.args,
+                "env": c.spec.env,
+                "cwd": c.spec.cwd,
+                "user": c.spec.user,
+                "caps": keep,
+                "cgroup_procs": [os.fspath(p) for p in cg.join_paths()],
+                "cgroup_mounts": _cgroup_mounts(),
+            }
+            if not foreground:
+                log_fd = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+                null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                stdio = (null, log_fd, log_fd)
+            assert stdio is not None
+            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            if foreground:
+                L.set_child_subreaper()
+            a = os.fork()
+            if a == 0:
+                parent_sock.close()
+                nsinit.child_a(cfg, child_sock, stdio)
+            child_sock.close()
+            child_sock = None
+            _, a_status = os.waitpid(a, 0)
+            master: int | None = None
+            ready = False
+            while pid is None or not ready:
+                msg, fds, _flags, _addr = socket.recv_fds(parent_sock, 65536, 1)
+                if not msg:
+                    raise errors.KernelError("the container's init exited before it was ready",
+                                             hint="run with --debug and check `dmesg`")  # fmt: skip
+                if msg[:1] == b"P":
+                    pid = int(msg[1:])
+                elif msg[:1] == b"R":
+                    ready = True
+                    master = fds[0] if fds else None
+                else:
+                    _raise_child_error(msg)
+            c.state.update({"pid": pid, "pid_start": L.proc_start_time(pid)})
+            c.save_state()
+            _fault("start:after-init")
+            if c.spec.network not in ("none", "host"):
+                from devbox.runtime import network
+                from devbox.runtime.ports import parse_port
+
+                att = network.attach(c.id, pid, c.spec.network, c.name, [c.spec.hostname, *c.spec.aliases],
+                                     [parse_port(p) for p in c.spec.ports])  # fmt: skip
+                c.state["ip"] = att.ip
+            parent_sock.send(b"G")
+            msg = parent_sock.recv(65536)
+            if msg:
+                _raise_child_error(msg)
+            c.state.update({"status": RUNNING, "started_at": time.time(), "owner_pid": None})
+            c.state.pop("finished_at", None)
+            c.save_state()
+        except BaseException:
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                if foreground:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, 0)
+            _teardown(c, cg)
+            c.state.update({"status": STOPPED if c.state.get("started_at") else CREATED, "pid": None,
+                            "owner_pid": None})  # fmt: skip
+            c.save_state()
+            raise
+        finally:
+            for s in (parent_sock, child_sock):
+                if s is not None:
+                    s.close()
+            if log_fd is not None:
+                os.close(log_fd)
+                os.close(stdio[0])
+        del a_status
+    if foreground:
+        assert pid is not None
+        return Started(c, pid, pid, master, relays or [])
+    return None
+
+
+def _fault(point: str) -> None:
+    """Crash-test hook: DEVBOX_FAULT=POINT makes devbox kill itself with SIGKILL at that point."""
+    if os.environ.get("DEVBOX_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _have_overlay() -> bool:
+    try:
+        with open("/proc/filesystems") as f:
+            return "overlay" in f.read()
+    except OSError:
+        return False
+
+
+def _raise_child_error(msg: bytes) -> None:
+    try:
+        info = json.loads(msg[1:])
+    except ValueError:
+        info = {"kind": "internal", "message": msg.decode(errors="replace")}
+    kind, text = info.get("kind"), info.get("message", "")
+    if kind == "notfound":
+        raise errors.CommandNotFound(text, hint="check the command name and the image's PATH")
+    if kind == "noexec":
+        raise errors.CommandNotExecutable(text, hint="check the file's mode and its #! line")
+    if kind == "user":
+        raise errors.ConfigError(text, hint="use a user that exists in the image, or a numeric uid[:gid]")
+    if kind == "cwd":
+        raise errors.ConfigError(text, hint="pick another --workdir")
+    raise errors.KernelError(f"cannot start the container: {text}", hint="run with --debug for details")
+
+
+def wait_foreground(st: Started) -> int:
+    """Relay stdio until the payload exits; record its exit code; return it."""
+    from devbox.runtime import console
+
+    c = st.container
+
+    def wait() -> int:
+        _, status = os.waitpid(st.wait_pid, 0)
+        return console.exit_code(status)
+
+    with console.forward_signals(lambda: st.signal_pid):
+        code = console.relay(st.wait_pid, st.relays, st.master, wait)
+    if st.master is not None:
+        os.close(st.master)
+    with c.lock():
+        c.state.update({"status": STOPPED, "exit_code": code, "finished_at": time.time()})
+        c.save_state()
+    return code
+
+
+def mark_exited_children() -> None:
+    """Reap zombies of containers we are subreaper for (foreground runs)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+# --------------------------------------------------------------------------------------------- exec
+
+
+def exec_in(c: Container, args: list[str], *, env: list[str] | None = None, user: str | None = None,
+            cwd: str | None = None, tty: bool = False, interactive: bool = False,
+            stdio: tuple[int, int, int] | None = None,
+            relays: list[tuple[int, int]] | None = None) -> Started:  # fmt: skip
+    """Start `args` inside a running container; returns a handle for wait_foreground-style waiting."""
+    from devbox.runtime import cgroups
+    from devbox.runtime.caps import DEFAULT_CAPS, mask
+
+    if c.refresh() != RUNNING:
+        raise errors.IncorrectStatus(f"container {c.name} is not running", hint=f"start it: `devbox start {c.name}`")
+    keep = (mask(DEFAULT_CAPS) | mask(c.spec.caps_add)) & ~mask(c.spec.caps_drop)
+    cfg = {
+        "target_pid": c.pid,
+        "network": c.spec.network,
+        "cgroup_procs": [os.fspath(p) for p in cgroups.manager_for(c.id).join_paths()],
+        "tty": tty,
+        "args": args,
+        "env": list(c.spec.env) + list(env or []),
+        "cwd": cwd or c.spec.cwd,
+        "user": user if user is not None else c.spec.user,
+        "caps": keep,
+        "hostname": c.spec.hostname,
+    }
+    if stdio is None:
+        stdio = (0, 1, 2)
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid_c = os.fork()
+    if pid_c == 0:
+        parent_sock.close()
+        nsinit.enter_and_exec(cfg, child_sock, stdio)
+    child_sock.close()
+    payload = None
+    master = None
+    ready = False
+    try:
+        while payload is None or not ready:
+            msg, fds, _f, _a = socket.recv_fds(parent_sock, 65536, 1)
+            if not msg:
+                break
+            if msg[:1] == b"P":
+                payload = int(msg[1:])
+            elif msg[:1] == b"R":
+                ready = True
+                master = fds[0] if fds else None
+            else:
+                os.waitpid(pid_c, 0)
+                _raise_child_error(msg)
+        if payload is None:
+            _, status = os.waitpid(pid_c, 0)
+            raise errors.KernelError("cannot enter the container", hint="is it still running? see `devbox ps`")
+        # the payload reports an exec failure on the same channel before its end closes on exec
+        msg = parent_sock.recv(65536)
+        if msg:
+            os.waitpid(pid_c, 0)
+            _raise_child_error(msg)
+    finally:
+        parent_sock.close()
+    return Started(c, pid_c, payload, master, relays or [])
+
+
+def wait_exec(st: Started) -> int:
+    from devbox.runtime import console
+
+    def wait() -> int:
+        _, status = os.waitpid(st.wait_pid, 0)
+        return console.exit_code(status)
+
+    with console.forward_signals(lambda: st.signal_pid):
+        code = console.relay(st.wait_pid, st.relays, st.master, wait)
+    if st.master is not None:
+        os.close(st.master)
+    return code
+
+
+def run_in(c: Container, args: list[str], *, user: str | None = None, capture: bool = True,
+           timeout: float | None = None) -> tuple[int, bytes]:  # fmt: skip
+    """Run a command in a running container without a terminal; return (exit code, stdout+stderr)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = exec_in(c, args, user=user, stdio=(null, w, w) if capture else (null, 1, 2))
+    finally:
+        os.close(w)
+        os.close(null)
+    out = b""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    import selectors
+
+    with selectors.DefaultSelector() as sel:
+        sel.register(r, selectors.EVENT_READ)
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left == 0.0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(st.signal_pid, signal.SIGKILL)
+                break
+            if not sel.select(left):
+                continue
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            out += chunk
+    os.close(r)
+    _, status = os.waitpid(st.wait_pid, 0)
+    from devbox.runtime.console import exit_code
+
+    return exit_code(status), out
+
+
+# --------------------------------------------------------------------------------------------- stop / rm
+
+
+def _signal_number(name: str | int) -> int:
+    if isinstance(name, int) or str(name).isdigit():
+        return int(name)
+    n = str(name).upper()
+    if not n.startswith("SIG"):
+        n = "SIG" + n
+    try:
+        return int(getattr(signal, n))
+    except AttributeError:
+        raise errors.ConfigError(f"unknown signal {name!r}", hint="use a name like TERM, KILL, HUP or a number") from None
+
+
+def kill(c: Container, sig: str | int = "KILL") -> None:
+    signum = _signal_number(sig)
+    with c.lock():
+        if c.refresh() != RUNNING:
+            raise errors.IncorrectStatus(f"container {c.name} is not running")
+        if signum == signal.SIGKILL:
+            from devbox.runtime import cgroups
+
+            cgroups.manager_for(c.id).kill_all(signal.SIGKILL)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c.pid, signum)  # type: ignore[arg-type]
+
+
+def stop(c: Container, timeout: float | None = None) -> None:
+    """SIGTERM (or the image's stop signal) to PID 1, then SIGKILL to the whole cgroup after `timeout`."""
+    from devbox.runtime import cgroups
+
+    with c.lock():
+        if c.refresh() != RUNNING:
+            return
+        pid, start_t = c.pid, c.state.get("pid_start")
+        assert pid is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, _signal_number(c.spec.stop_signal))
+        deadline = time.monotonic() + (c.spec.stop_timeout if timeout is None else timeout)
+        _wait_gone(pid, start_t, deadline)
+        cg = cgroups.manager_for(c.id)
+        if L.proc_start_time(pid) == start_t or cg.pids():
+            cg.kill_all(signal.SIGKILL)
+            _wait_gone(pid, start_t, time.monotonic() + 5)
+        c.state.update({"status": STOPPED, "finished_at": time.time(), "pid": None})
+        c.save_state()
+        _teardown(c, cg, keep_lease=True)
+
+
+def _wait_gone(pid: int, start_t: int | None, deadline: float) -> None:
+    delay = 0.002
+    while time.monotonic() < deadline:
+        mark_exited_children()
+        if L.proc_start_time(pid) != start_t:
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _teardown(c: Container, cg: Any = None, keep_lease: bool = False) -> None:
+    """Undo what start did on the host: processes, cgroup, network. Tolerant of partial state."""
+    from devbox.runtime import cgroups
+
+    cg = cg or cgroups.manager_for(c.id)
+    with contextlib.suppress(Exception):
+        if cg.exists():
+            cg.kill_all(signal.SIGKILL)
+    mark_exited_children()
+    with contextlib.suppress(Exception):
+        cg.remove()
+    if c.spec.network not in ("none", "host"):
+        from devbox.runtime import network
+
+        network.detach(c.id, release=not keep_lease)
+
+
+def remove(c: Container, force: bool = False) -> None:
+    with c.lock():
+        status = c.refresh()
+        if status == RUNNING and not force:
+            raise errors.IncorrectStatus(f"container {c.name} is running",
+                                         hint=f"stop it first (`devbox stop {c.name}`) or use `devbox rm -f`")  # fmt: skip
+        _teardown(c)
+        shutil.rmtree(c.dir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            (paths.locks_dir() / f"container-{c.id}.lock").unlink()
+
+
+def reconcile() -> list[str]:
+    """Clean up what a killed devbox left half-made. Returns the ids it cleaned."""
+    cleaned = []
+    base = paths.containers_dir()
+    if not base.is_dir():
+        return cleaned
+    for d in base.iterdir():
+        if d.name.startswith(".") and d.name.endswith(".tmp"):
+            shutil.rmtree(d, ignore_errors=True)
+            cleaned.append(d.name)
+    for c in list_containers():
+        st = c.state.get("status")
+        if st == "broken":
+            _teardown(c)
+            c.state.update({"status": STOPPED if c.state.get("started_at") else CREATED, "pid": None,
+                            "owner_pid": None})  # fmt: skip
+            c.save_state()
+            cleaned.append(c.id)
+        elif st == STOPPED and c.state.get("needs_teardown", True):
+            # a container that stopped on its own (detached) leaves its cgroup dir behind
+            from devbox.runtime import cgroups
+
+            cg = cgroups.manager_for(c.id)
+            if cg.exists() and not cg.pids():
+                with contextlib.suppress(Exception):
+                    cg.remove()
+    return cleaned

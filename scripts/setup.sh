@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what devbox needs on Debian/Ubuntu (apt packages, a venv with devbox in .venv) and nothing else.
+# Idempotent: a second run only checks. Usage: sudo scripts/setup.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (sudo $0)" >&2; exit 1; }
+
+pkgs=(python3 python3-venv python3-pip mmdebstrap busybox-static nftables iproute2 ca-certificates
+      debian-archive-keyring)
+if [ "${1:-}" = "--test" ]; then
+  # the tests also run real peers: a registry, skopeo and podman (issue: images and sharing)
+  pkgs+=(docker-registry skopeo podman runc apache2-utils curl)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's docker-registry package starts a system registry on :5000; the tests run their own.
+if [ "${1:-}" = "--test" ] && command -v systemctl >/dev/null && systemctl is-active -q docker-registry 2>/dev/null; then
+  systemctl stop docker-registry || true
+fi
+
+py=python3
+for v in python3.13 python3.12 python3.11; do
+  if command -v "$v" >/dev/null && "$v" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then py=$v; break; fi
+done
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv .venv
+fi
+extra=""
+[ "${1:-}" = "--test" ] && extra="[test]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".${extra}"
+ln -sf "$PWD/.venv/bin/devbox" /usr/local/bin/devbox
+echo "setup.sh: ready (devbox at /usr/local/bin/devbox -> .venv/bin/devbox)" >&2

@@ -1,0 +1,321 @@
+"""The engine through the real `devbox` command: run, exec, ps, logs, stop, kill, rm, limits, isolation."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import termios
+import fcntl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import DEVBOX, cgroup_dirs_for, devbox, ok, pid_alive, wait_for
+
+pytestmark = pytest.mark.root
+
+# Docker's default capability set, as a mask (CapBnd/CapPrm/CapEff of a root process in a container)
+DOCKER_DEFAULT_CAPS = 0x00000000A80425FB
+
+
+@pytest.fixture
+def names(busybox_image: str) -> Iterator[list[str]]:
+    """Container names a test creates; all are removed at the end, even when the test fails."""
+    made: list[str] = []
+    yield made
+    for n in made:
+        devbox("rm", "-f", n)
+
+
+def _status(text: str) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def test_run_echo_and_exit_codes(busybox_image: str) -> None:
+    r = devbox("run", "--rm", "--network", "none", busybox_image, "echo", "hello", "world")
+    assert (r.returncode, r.stdout) == (0, "hello world\n"), r.stderr
+    r = devbox("run", "--rm", "--network", "none", busybox_image, "sh", "-c", "exit 7")
+    assert r.returncode == 7
+    r = devbox("run", "--rm", "--network", "none", busybox_image, "sh", "-c", "kill -9 $$")
+    assert r.returncode == 137
+
+
+def test_command_not_found_is_127_and_leaves_nothing(busybox_image: str) -> None:
+    before = devbox("ps", "-a", "-q").stdout
+    r = devbox("run", "--rm", "--network", "none", busybox_image, "no-such-cmd")
+    assert r.returncode == 127
+    assert r.stderr.count("\n") == 1 and "no-such-cmd" in r.stderr and "not found" in r.stderr
+    assert devbox("ps", "-a", "-q").stdout == before
+
+
+def test_isolation_probe(busybox_image: str) -> None:
+    probe = r"""
+echo "pid=$$"
+echo "hostname=$(hostname)"
+cat /proc/self/status
+echo "fds=$(ls /proc/self/fd | tr '\n' ' ')"
+echo "kcore=$(wc -c < /proc/kcore)"
+echo "keys=$(cat /proc/keys 2>&1 | wc -c)"
+echo "timer_list=$(cat /proc/timer_list | wc -c)"
+echo "acpi=$(ls -A /proc/acpi 2>/dev/null | wc -l)"
+echo "firmware=$(ls -A /sys/firmware 2>/dev/null | wc -l)"
+if echo 1 > /proc/sys/kernel/domainname 2>/dev/null; then echo procsys=rw; else echo procsys=ro; fi
+if echo x > /proc/sysrq-trigger 2>/dev/null; then echo sysrq=rw; else echo sysrq=ro; fi
+if touch /sys/x 2>/dev/null; then echo sys=rw; else echo sys=ro; fi
+if mount -t tmpfs t /mnt 2>/dev/null; then echo mount=yes; else echo mount=no; fi
+echo "ps=$(ps -o pid | tail -n +2 | tr -d ' ' | tr '\n' ' ')"
+cat /proc/self/mounts
+"""
+    r = devbox("run", "--rm", "--network", "none", "--hostname", "probe", busybox_image, "sh", "-c", probe)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    kv = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and ":" not in line.split("=")[0])
+    st = _status(out)
+    assert kv["pid"] == "1"
+    assert kv["hostname"] == "probe"
+    for key in ("CapBnd", "CapPrm", "CapEff"):
+        assert int(st[key], 16) == DOCKER_DEFAULT_CAPS, key
+    assert int(st["CapInh"], 16) == 0 and int(st["CapAmb"], 16) == 0
+    assert st["NoNewPrivs"].strip() == "1"
+    # ls itself opens one directory fd (3); nothing else of devbox's leaked in
+    assert kv["fds"].split() == ["0", "1", "2", "3"]
+    assert kv["kcore"] == "0" and kv["timer_list"] == "0"
+    assert kv["acpi"] == "0" and kv["firmware"] == "0"
+    assert kv["procsys"] == "ro" and kv["sysrq"] == "ro" and kv["sys"] == "ro"
+    assert kv["mount"] == "no"  # no CAP_SYS_ADMIN
+    mounts = [line.split() for line in out.splitlines() if line.count(" ") >= 5 and line.split()[1].startswith("/")]
+    by_target = {m[1]: m for m in mounts}
+    assert by_target["/"][2] == "overlay"
+    assert by_target["/proc"][2] == "proc"
+    assert by_target["/dev"][2] == "tmpfs"
+    assert by_target["/dev/pts"][2] == "devpts"
+    assert by_target["/dev/shm"][2] == "tmpfs"
+    assert by_target["/dev/mqueue"][2] == "mqueue"
+    assert "ro" in by_target["/sys"][3].split(",")
+    for f in ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf"):
+        assert f in by_target
+    # nothing of the host's mount table leaks in
+    assert not any(m[1].startswith("/work") or m[1].startswith("/var/lib") for m in mounts)
+
+
+def test_host_sees_no_mount_of_the_container(busybox_image: str, names: list[str]) -> None:
+    names.append("mnt-probe")
+    ok("run", "-d", "--name", "mnt-probe", "--network", "none", busybox_image, "sleep", "1000")
+    cid = json.loads(ok("ps", "--json"))
+    cid = next(c["id"] for c in cid if c["name"] == "mnt-probe")
+    with open("/proc/self/mountinfo") as f:
+        assert cid not in f.read()
+
+
+def test_detached_lifecycle_ps_exec_logs_stop_rm(busybox_image: str, names: list[str]) -> None:
+    names.append("web")
+    cid = ok("run", "-d", "--name", "web", "--network", "none", "-e", "GREETING=hi", busybox_image, "sh", "-c",
+             'echo "started $GREETING"; trap "echo bye; exit 0" TERM; while :; do sleep 0.05; done').strip()  # fmt: skip
+    assert len(cid) == 64
+    ps = json.loads(ok("ps", "--json"))
+    me = next(c for c in ps if c["name"] == "web")
+    assert me["status"] == "running" and pid_alive(me["pid"])
+    assert "web" in ok("ps")
+    wait_for(lambda: "started hi" in ok("logs", "web"), what="log line")
+    r = devbox("exec", "web", "sh", "-c", 'echo "$GREETING from $$"; exit 3')
+    assert r.returncode == 3 and r.stdout.startswith("hi from "), r.stderr
+    assert cgroup_dirs_for(cid), "container has a cgroup"
+    t0 = time.monotonic()
+    ok("stop", "web")
+    assert time.monotonic() - t0 < 5, "the TERM trap made it exit quickly"
+    assert not pid_alive(me["pid"])
+    assert "bye" in ok("logs", "web")
+    ps = json.loads(ok("ps", "-a", "--json"))
+    assert next(c for c in ps if c["name"] == "web")["status"] == "stopped"
+    assert "web" not in ok("ps")
+    # a stopped container can be started again, with its writable layer kept
+    ok("exec", "web", "true") if False else None
+    ok("start", "web")
+    ok("exec", "web", "sh", "-c", "echo kept > /root/f")
+    ok("stop", "-t", "0", "web")
+    ok("start", "web")
+    assert ok("exec", "web", "cat", "/root/f") == "kept\n"
+    ok("rm", "-f", "web")
+    assert not cgroup_dirs_for(cid)
+    r = devbox("logs", "web")
+    assert r.returncode != 0 and "no such container" in r.stderr
+
+
+def test_stop_kills_everything_in_the_container(busybox_image: str, names: list[str]) -> None:
+    names.append("forky")
+    cid = ok("run", "-d", "--name", "forky", "--network", "none", busybox_image, "sh", "-c",
+             "sleep 1000 & sleep 1000 & sleep 1000").strip()  # fmt: skip
+    procs = wait_for(lambda: [p for d in cgroup_dirs_for(cid) if "pids" in str(d)
+                              for p in (d / "cgroup.procs").read_text().split()] if cgroup_dirs_for(cid) else None,
+                     what="cgroup procs")  # fmt: skip
+    pids = [int(p) for p in procs]  # type: ignore[union-attr]
+    assert len(pids) >= 3
+    ok("stop", "-t", "0.2", "forky")
+    for p in pids:
+        assert not pid_alive(p)
+    ok("rm", "forky")
+    assert not cgroup_dirs_for(cid)
+
+
+def test_limits_inside_and_in_kernel_files(busybox_image: str, names: list[str]) -> None:
+    names.append("limited")
+    cid = ok("run", "-d", "--name", "limited", "--network", "none", "--memory", "64m", "--cpus", "0.5",
+             "--pids", "40", busybox_image, "sleep", "1000").strip()  # fmt: skip
+    mode = "unified" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "v1"
+    if mode == "v1":
+        assert Path(f"/sys/fs/cgroup/memory/devbox/{cid}/memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+        assert Path(f"/sys/fs/cgroup/cpu/devbox/{cid}/cpu.cfs_quota_us").read_text().strip() == "50000"
+        assert Path(f"/sys/fs/cgroup/pids/devbox/{cid}/pids.max").read_text().strip() == "40"
+        inside = ok("exec", "limited", "sh", "-c",
+                    "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max "
+                    "/sys/fs/cgroup/cpu/cpu.cfs_quota_us")  # fmt: skip
+        assert inside.split() == [str(64 << 20), "40", "50000"]
+    else:
+        d = Path(f"/sys/fs/cgroup/devbox/{cid}")
+        assert d.joinpath("memory.max").read_text().strip() == str(64 << 20)
+        inside = ok("exec", "limited", "cat", "/sys/fs/cgroup/memory.max")
+        assert inside.strip() == str(64 << 20)
+    # the pids limit is enforced: forking beyond 40 fails inside
+    r = devbox("exec", "limited", "sh", "-c", "for i in $(seq 60); do sleep 5 & done; wait")
+    assert "can't fork" in r.stderr or "Resource temporarily unavailable" in r.stderr or r.returncode != 0
+
+
+def test_volume_workdir_user_env(busybox_image: str, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("from host\n")
+    r = devbox("run", "--rm", "--network", "none", "-v", f"{tmp_path}:/src", "-w", "/src", "-u", "nobody",
+               "-e", "A=1", busybox_image, "sh", "-c", 'cat in.txt; pwd; id -u; echo "A=$A"; touch /src/x 2>&1 || true')  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:4] == ["from host", "/src", "65534", "A=1"]
+    r = devbox("run", "--rm", "--network", "none", "-v", f"{tmp_path}:/src:ro", busybox_image, "sh", "-c",
+               "echo x > /src/new")  # fmt: skip
+    assert r.returncode != 0 and not (tmp_path / "new").exists()
+    r = devbox("run", "--rm", "--network", "none", "-v", f"{tmp_path}:/src", busybox_image, "sh", "-c",
+               "echo made > /src/new")  # fmt: skip
+    assert r.returncode == 0 and (tmp_path / "new").read_text() == "made\n"
+
+
+def test_user_errors_are_one_line_and_leave_nothing(busybox_image: str) -> None:
+    before = devbox("ps", "-a", "-q").stdout
+    cases = [
+        (["run", "--rm", "--memory", "12q", busybox_image, "true"], "12q"),
+        (["run", "--rm", "no-such-image:1", "true"], "no-such-image"),
+        (["run", "--rm", "-u", "bob", "--network", "none", busybox_image, "true"], "bob"),
+        (["exec", "no-such-container", "true"], "no such container"),
+        (["run", "--rm", "-v", "/does/not/exist:/x", busybox_image, "true"], "/does/not/exist"),
+    ]
+    for args, needle in cases:
+        r = devbox(*args)
+        assert r.returncode not in (0, 1), args
+        assert r.stderr.startswith("devbox: error: ") and r.stderr.count("\n") == 1, r.stderr
+        assert needle in r.stderr
+    assert devbox("ps", "-a", "-q").stdout == before
+
+
+def test_not_root_is_a_clear_error(busybox_image: str) -> None:
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", DEVBOX, "ps"],
+                       capture_output=True, text=True, env=dict(os.environ))  # fmt: skip
+    assert r.returncode == 125 and "needs root" in r.stderr and "sudo" in r.stderr
+
+
+def test_foreground_signal_reaches_container(busybox_image: str) -> None:
+    p = subprocess.Popen([DEVBOX, "run", "--rm", "--network", "none", busybox_image, "sh", "-c",
+                          'trap "exit 42" TERM; echo ready; while :; do sleep 0.05; done'],
+                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert p.stdout is not None
+    assert p.stdout.readline() == "ready\n"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(10) == 42
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 10) -> bytes:
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no {needle!r} in {buf!r}")
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return buf
+
+
+def test_interactive_tty(busybox_image: str) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(DEVBOX, [DEVBOX, "run", "--rm", "-it", "--network", "none", busybox_image, "sh"])
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+        os.write(fd, b"echo $((6*7)); tty; stty size\n")
+        out = _read_until(fd, b"33 101")
+        assert b"42" in out and b"/dev/pts/0" in out
+        os.write(fd, b"sleep 100\n")
+        time.sleep(0.3)
+        os.write(fd, b"\x03")  # Ctrl-C interrupts the sleep, not devbox
+        os.write(fd, b"echo alive\n")
+        _read_until(fd, b"alive\r\n")
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.kill(pid, signal.SIGWINCH)
+        os.write(fd, b"stty size\n")
+        _read_until(fd, b"40 120")
+        os.write(fd, b"exit 3\n")
+        _read_until(fd, b"", timeout=1) if False else None
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.WEXITSTATUS(status) == 3
+
+
+def test_exec_tty(busybox_image: str, names: list[str]) -> None:
+    names.append("ttyx")
+    ok("run", "-d", "--name", "ttyx", "--network", "none", busybox_image, "sleep", "1000")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(DEVBOX, [DEVBOX, "exec", "-it", "ttyx", "sh"])
+    try:
+        os.write(fd, b"tty; echo $$\n")
+        out = _read_until(fd, b"/dev/pts/")
+        assert b"/dev/pts/" in out
+        os.write(fd, b"\x04")  # Ctrl-D ends the shell
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.WEXITSTATUS(status) == 0
+
+
+def test_stdin_pipe(busybox_image: str) -> None:
+    r = devbox("run", "--rm", "-i", "--network", "none", busybox_image, "sh", "-c", "tr a-z A-Z", input="shout\n")
+    assert (r.returncode, r.stdout) == (0, "SHOUT\n")
+
+
+def test_crash_mid_start_is_reconciled(busybox_image: str) -> None:
+    r = devbox("run", "-d", "--name", "crashy", "--network", "none", busybox_image, "sleep", "1000",
+               env={"DEVBOX_FAULT": "start:after-init"})  # fmt: skip
+    assert r.returncode == -signal.SIGKILL
+    state_dir = Path(os.environ["DEVBOX_ROOT"]) / "containers"
+    cid = next(d.name for d in state_dir.iterdir() if (d / "spec.json").exists()
+               and json.loads((d / "spec.json").read_text())["name"] == "crashy")  # fmt: skip
+    st = json.loads((state_dir / cid / "state.json").read_text())
+    assert st["status"] == "creating"
+    init_pid = st["pid"]
+    # the init blocked on "go" sees the channel close and exits by itself
+    wait_for(lambda: init_pid is None or not pid_alive(init_pid), what="orphaned init to exit")
+    ps = json.loads(ok("ps", "-a", "--json"))  # the next command reconciles
+    assert next(c for c in ps if c["name"] == "crashy")["status"] in ("created", "stopped")
+    assert not cgroup_dirs_for(cid)
+    ok("rm", "crashy")
+    assert not (state_dir / cid).exists()

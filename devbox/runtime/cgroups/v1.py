@@ -1,0 +1,232 @@
+"""cgroup v1 (legacy and hybrid): <hierarchy>/devbox/<id> under every hierarchy devbox uses.
+
+Hierarchies: memory, cpu, cpuacct (often co-mounted as `cpu,cpuacct` with `cpu` and `cpuacct` symlinks:
+each real directory is created once), pids, freezer, name=systemd (`systemd/`, so the process is
+tracked where systemd looks), and in hybrid mode the cgroup2 tree at `unified/` (tracking only: no
+controllers are enabled there). cpuset, devices, blkio... are not used, so the container stays in
+the caller's cgroup in those.
+
+Limits:
+  memory      memory.limit_in_bytes = bytes and memory.memsw.limit_in_bytes = the same (when swap
+              accounting is on): no swap beyond the limit, as on v2 (memory.swap.max = 0). The two are
+              written in the order the kernel accepts (memsw >= limit at every step). None -> -1.
+  cpus        cpu.cfs_period_us = 100000, cpu.cfs_quota_us = cpus * 100000; None -> quota -1.
+  cpu_shares  cpu.shares; None -> 1024 (the kernel default).
+  pids        pids.max; None -> "max".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from devbox.errors import CgroupError
+from devbox.runtime import cgroups as _cg
+from devbox.runtime.cgroups import (
+    CPU_PERIOD_US,
+    GROUP,
+    Mode,
+    cpu_quota,
+    read,
+    read_int,
+    read_procs,
+    rmdir_tree,
+    signal_pids,
+    wait_empty,
+)
+from devbox.runtime.resources import Resources
+
+HIERARCHIES = ("memory", "cpu", "cpuacct", "pids", "freezer", "systemd")
+UNLIMITED = 1 << 62  # v1 reports "no limit" as LONG_MAX rounded down to a page
+
+
+def hierarchy_dirs(root: Path, hybrid: bool) -> dict[str, Path]:
+    """Name -> mount point of each hierarchy devbox uses that exists under `root`.
+
+    `cpu` and `cpuacct` are found through their symlinks or, if those are missing, through a
+    co-mounted directory such as `cpu,cpuacct`."""
+    out: dict[str, Path] = {}
+    try:
+        entries = sorted(os.listdir(root))
+    except FileNotFoundError:
+        entries = []
+    for name in HIERARCHIES:
+        p = root / name
+        if p.is_dir():
+            out[name] = p
+            continue
+        for e in entries:
+            if name in e.split(",") and (root / e).is_dir():
+                out[name] = root / e
+                break
+    if hybrid and (root / "unified").is_dir():
+        out["unified"] = root / "unified"
+    return out
+
+
+class V1Manager:
+    def __init__(self, container_id: str, root: Path, hybrid: bool) -> None:
+        self.container_id = container_id
+        self.root = root
+        self.mode: Mode = "hybrid" if hybrid else "legacy"
+        self._hier = hierarchy_dirs(root, hybrid)
+        self._paths = {name: d / GROUP / container_id for name, d in self._hier.items()}
+        # One directory per real hierarchy: co-mounted cpu,cpuacct are the same directory.
+        seen: set[str] = set()
+        self._dirs: list[Path] = []
+        for name, d in self._hier.items():
+            real = os.path.realpath(d)
+            if real not in seen:
+                seen.add(real)
+                self._dirs.append(self._paths[name])
+
+    # -- layout ---------------------------------------------------------------------------------------
+
+    def paths(self) -> dict[str, Path]:
+        return dict(self._paths)
+
+    def dirs(self) -> list[Path]:
+        """The distinct cgroup directories (one per mounted hierarchy)."""
+        return list(self._dirs)
+
+    def procs_path(self) -> Path:
+        main = self._paths.get("memory") or self._paths.get("pids") or self._dirs[0]
+        return main / "cgroup.procs"
+
+    def join_paths(self) -> list[Path]:
+        return [d / "cgroup.procs" for d in self._dirs]
+
+    def exists(self) -> bool:
+        return any(d.is_dir() for d in self._dirs)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def create(self) -> None:
+        if not self._dirs:
+            raise CgroupError(f"no cgroup v1 hierarchy found under {self.root}",
+                              hint="mount the cgroup controllers (memory, cpu, pids, freezer)")  # fmt: skip
+        for d in self._dirs:
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise CgroupError(f"cannot create cgroup {d}: {e.strerror}",
+                                  hint="devbox must run as root with /sys/fs/cgroup writable") from e  # fmt: skip
+
+    def _file(self, controller: str, filename: str, required: bool) -> Path | None:
+        d = self._paths.get(controller)
+        p = d / filename if d is not None else None
+        if p is not None and p.exists():
+            return p
+        if required:
+            raise CgroupError(
+                f"the {controller} cgroup controller is not available (no {filename} under "
+                f"{d or self.root / controller})",
+                hint=f"mount it: mount -t cgroup -o {controller} cgroup {self.root / controller}",
+            )
+        return None
+
+    def apply(self, resources: Resources) -> None:
+        r = resources
+        limit = self._file("memory", "memory.limit_in_bytes", required=r.memory is not None)
+        if limit is not None:
+            memsw = self._file("memory", "memory.memsw.limit_in_bytes", required=False)
+            value = r.memory if r.memory is not None else -1
+            current = read_int(limit)
+            raising = value == -1 or current is None or value >= current
+            # Keep memsw >= limit at each step: raise memsw first, lower the limit first.
+            order = [memsw, limit] if raising else [limit, memsw]
+            for p in order:
+                if p is not None:
+                    _cg.write(p, value)
+
+        quota = self._file("cpu", "cpu.cfs_quota_us", required=r.cpus is not None)
+        if quota is not None:
+            if r.cpus is not None:
+                period = self._file("cpu", "cpu.cfs_period_us", required=True)
+                assert period is not None
+                _cg.write(period, CPU_PERIOD_US)
+                _cg.write(quota, cpu_quota(r.cpus))
+            else:
+                _cg.write(quota, -1)
+
+        shares = self._file("cpu", "cpu.shares", required=r.cpu_shares is not None)
+        if shares is not None:
+            _cg.write(shares, r.cpu_shares if r.cpu_shares is not None else 1024)
+
+        pids_max = self._file("pids", "pids.max", required=r.pids is not None)
+        if pids_max is not None:
+            _cg.write(pids_max, r.pids if r.pids is not None else "max")
+
+    def add_pid(self, pid: int) -> None:
+        for p in self.join_paths():
+            _cg.write(p, pid)
+
+    def pids(self) -> list[int]:
+        return read_procs(d for d in self._dirs if d.is_dir())
+
+    def freeze(self, timeout: float = 5.0) -> bool:
+        d = self._paths.get("freezer")
+        if d is None or not (d / "freezer.state").exists():
+            return False
+        deadline = time.monotonic() + timeout
+        while True:
+            # As runc does: re-request FROZEN until the state reads FROZEN (FREEZING can stall when a
+            # task is mid-fork; asking again makes the kernel retry).
+            _cg.write(d / "freezer.state", "FROZEN")
+            if read(d / "freezer.state") == "FROZEN":
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+
+    def thaw(self) -> None:
+        d = self._paths.get("freezer")
+        if d is not None and (d / "freezer.state").exists():
+            _cg.write(d / "freezer.state", "THAWED")
+
+    def kill_all(self, sig: int = signal.SIGKILL, timeout: float = 5.0) -> bool:
+        if not self.exists():
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            # Frozen, nothing can fork; a v1-frozen task acts on the signal once thawed.
+            self.freeze(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+            try:
+                signal_pids(self.pids(), sig)
+            finally:
+                self.thaw()
+            if sig != signal.SIGKILL:
+                return wait_empty(self, deadline)
+            if wait_empty(self, min(deadline, time.monotonic() + 0.2)):
+                return True
+            if time.monotonic() >= deadline:
+                left = self.pids()
+                raise CgroupError(
+                    f"processes {left} of container {self.container_id} survived SIGKILL for {timeout}s",
+                    hint="they are probably stuck in the kernel (D state: a hung NFS or FUSE mount); "
+                    "see /proc/PID/stack",
+                )
+
+    def remove(self, timeout: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout
+        for d in self._dirs:
+            rmdir_tree(d, deadline)
+
+    def stats(self) -> dict[str, int | None]:
+        mem = self._paths.get("memory")
+        pids = self._paths.get("pids")
+        acct = self._paths.get("cpuacct")
+        limit = read_int(mem / "memory.limit_in_bytes") if mem else None
+        usage_ns = read_int(acct / "cpuacct.usage") if acct else None
+        return {
+            "memory_usage": read_int(mem / "memory.usage_in_bytes") if mem else None,
+            "memory_limit": None if limit is None or limit >= UNLIMITED else limit,
+            "pids_current": read_int(pids / "pids.current") if pids else None,
+            "pids_limit": read_int(pids / "pids.max") if pids else None,
+            "cpu_usage_usec": None if usage_ns is None else usage_ns // 1000,
+        }
+
+    def __repr__(self) -> str:
+        return f"V1Manager({self.container_id!r}, {os.fspath(self.root)!r}, mode={self.mode!r})"

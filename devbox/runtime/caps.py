@@ -121,10 +121,13 @@ def name(num: int) -> str:
 
 
 def mask(names: Iterable[str | int]) -> int:
-    """Bitmask of capabilities given by name or number."""
+    """Bitmask of capabilities given by name or number; "ALL" is every capability."""
     m = 0
     for n in names:
-        m |= 1 << (n if isinstance(n, int) else number(n))
+        if isinstance(n, str) and n.strip().upper() in ("ALL", "CAP_ALL"):
+            m |= ALL_MASK
+        else:
+            m |= 1 << (n if isinstance(n, int) else number(n))
     return m
 
 

@@ -38,6 +38,7 @@ def test_mask_names_round_trip() -> None:
     assert m == (1 << 5) | (1 << 13) | (1 << 40)
     assert caps.names(m) == ["CAP_KILL", "CAP_NET_RAW", "CAP_CHECKPOINT_RESTORE"]
     assert caps.mask([]) == 0
+    assert caps.mask(["all"]) == caps.ALL_MASK
 
 
 def test_parse_cap_list() -> None:

@@ -183,7 +183,8 @@ def test_v2_add_pid_pids_stats(tmp_path: Path, writes: list[tuple[str, str]]) ->
     (m.dir / "sub/cgroup.procs").write_text("99\n")
     assert m.pids() == [7, 12, 99]
     (m.dir / "memory.max").write_text(str(64 * M))
-    assert m.stats() == {"memory_usage": 1234, "memory_limit": 64 * M, "pids_current": 3, "pids_limit": None,
+    (m.dir / "memory.stat").write_text("anon 1000\nfile 2000\ninactive_file 234\n")
+    assert m.stats() == {"memory_usage": 1000, "memory_limit": 64 * M, "pids_current": 3, "pids_limit": None,
                          "cpu_usage_usec": 4242}  # fmt: skip
 
 

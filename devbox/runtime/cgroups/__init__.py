@@ -96,8 +96,8 @@ class Manager(Protocol):
     def exists(self) -> bool: ...
 
     def stats(self) -> dict[str, int | None]:
-        """memory_usage, memory_limit (bytes), pids_current, pids_limit, cpu_usage_usec; None if unknown
-        or unlimited."""
+        """memory_usage (bytes, without inactive page cache, as docker stats), memory_limit (bytes),
+        pids_current, pids_limit, cpu_usage_usec (cumulative); None if unknown or unlimited."""
 
     def paths(self) -> dict[str, Path]:
         """Controller/hierarchy name -> this container's cgroup directory."""
@@ -271,6 +271,17 @@ def wait_empty(manager: Manager, deadline: float) -> bool:
             return False
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def memory_usage(usage: int | None, inactive_file: str | None) -> int | None:
+    """Memory in use as `docker stats` shows it: the cgroup's usage minus its inactive page cache
+    (which the kernel drops first under pressure)."""
+    if usage is None:
+        return None
+    try:
+        return max(0, usage - int(inactive_file or 0))
+    except ValueError:
+        return usage
 
 
 def shares_to_weight(shares: int) -> int:

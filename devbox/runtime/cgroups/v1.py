@@ -29,8 +29,10 @@ from devbox.runtime.cgroups import (
     GROUP,
     Mode,
     cpu_quota,
+    memory_usage,
     read,
     read_int,
+    read_keyed,
     read_procs,
     rmdir_tree,
     signal_pids,
@@ -221,7 +223,10 @@ class V1Manager:
         limit = read_int(mem / "memory.limit_in_bytes") if mem else None
         usage_ns = read_int(acct / "cpuacct.usage") if acct else None
         return {
-            "memory_usage": read_int(mem / "memory.usage_in_bytes") if mem else None,
+            "memory_usage": memory_usage(read_int(mem / "memory.usage_in_bytes"),
+                                         read_keyed(mem / "memory.stat").get("total_inactive_file"))
+            if mem
+            else None,
             "memory_limit": None if limit is None or limit >= UNLIMITED else limit,
             "pids_current": read_int(pids / "pids.current") if pids else None,
             "pids_limit": read_int(pids / "pids.max") if pids else None,

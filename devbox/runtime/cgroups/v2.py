@@ -24,6 +24,7 @@ from devbox.runtime.cgroups import (
     GROUP,
     Mode,
     cpu_quota,
+    memory_usage,
     read,
     read_int,
     read_keyed,
@@ -188,7 +189,8 @@ class V2Manager:
     def stats(self) -> dict[str, int | None]:
         usage = read_keyed(self.dir / "cpu.stat").get("usage_usec")
         return {
-            "memory_usage": read_int(self.dir / "memory.current"),
+            "memory_usage": memory_usage(read_int(self.dir / "memory.current"),
+                                         read_keyed(self.dir / "memory.stat").get("inactive_file")),  # fmt: skip
             "memory_limit": read_int(self.dir / "memory.max"),
             "pids_current": read_int(self.dir / "pids.current"),
             "pids_limit": read_int(self.dir / "pids.max"),

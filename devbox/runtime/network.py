@@ -219,7 +219,8 @@ def _public(net: dict[str, Any]) -> dict[str, Any]:
     """What list/inspect show: the network plus its containers."""
     out = {k: v for k, v in net.items() if k != "leases"}
     out["containers"] = {
-        cid: {k: lease.get(k) for k in ("name", "aliases", "ip", "mac", "host_veth", "ports")}
+        cid: {k: lease.get(k, True if k == "active" else None)
+              for k in ("name", "aliases", "ip", "mac", "host_veth", "ports", "active")}
         for cid, lease in net["leases"].items()
     }
     out["bridge_present"] = _link_exists(net["bridge"])
@@ -419,7 +420,7 @@ def initial_hosts(name: str, ip: str | None, aliases: list[str]) -> str:
 def _render_hosts(cid: str, net: dict[str, Any], own: dict[str, Any]) -> str:
     text = _HOSTS_HEAD + _hosts_line(own["ip"], own.get("name"), own.get("aliases", []))
     others = sorted(
-        ((c, lease) for c, lease in net.get("leases", {}).items() if c != cid),
+        ((c, lease) for c, lease in net.get("leases", {}).items() if c != cid and lease.get("active", True)),
         key=lambda x: ipaddress.IPv4Address(x[1]["ip"]),
     )
     if others:
@@ -450,7 +451,8 @@ def _write_hosts(cid: str, text: str) -> None:
 
 def _update_hosts(net: dict[str, Any]) -> None:
     for cid, lease in net["leases"].items():
-        _write_hosts(cid, _render_hosts(cid, net, lease))
+        if lease.get("active", True):
+            _write_hosts(cid, _render_hosts(cid, net, lease))
 
 
 def _veth_name(cid: str, nets: list[dict[str, Any]]) -> str:
@@ -486,6 +488,10 @@ def attach(
     with _lock():
         nets = _load_all()
         net = next((n for n in nets if n["name"] == network), None)
+        if net is None and network == DEFAULT_NETWORK:
+            _create_locked(network, None)
+            nets = _load_all()
+            net = next((n for n in nets if n["name"] == network), None)
         if net is None:
             raise NetworkNotFound(f"no network named {network!r}", hint=f"devbox network create {network}")
         found = _find_lease(nets, container_id)
@@ -497,7 +503,7 @@ def attach(
             PortSpec.from_dict(p)
             for n in nets
             for c, lease in n["leases"].items()
-            if c != container_id
+            if c != container_id and lease.get("active", True)
             for p in lease.get("ports", [])
         ]
         bad = conflicts(ports, others)
@@ -519,13 +525,14 @@ def attach(
             "mac": None,
             "ports": [p.to_dict() for p in ports],
             "pid": pid,
+            "active": True,
         }
         net["leases"][container_id] = lease
         _save(net)
         try:
             lease["mac"], recreated = _plumb(net, lease, pid)
             _save(net)
-            if ports or (old and old.get("ports")) or recreated:
+            if ports or (old and old.get("active", True) and old.get("ports")) or recreated:
                 nft.apply(nets)  # the table only depends on leases through their ports
             _update_hosts(net)
         except BaseException as e:
@@ -597,9 +604,11 @@ def _undo_attach(nets: list[dict[str, Any]], net: dict[str, Any], cid: str, leas
         log.warning("devbox: undo of attach %s failed: %s", cid[:12], e)
 
 
-def detach(container_id: str) -> None:
-    """Disconnect a container: veth (if still there), port rules, lease, the others' hosts entries.
-    Idempotent; does not import pyroute2 when the veth is already gone (the netns died with it)."""
+def detach(container_id: str, release: bool = True) -> None:
+    """Disconnect a container: veth (if still there), port rules, the others' hosts entries, and
+    (release=True) its lease. release=False keeps the address reserved for the container's next
+    start (a stopped container). Idempotent; does not import pyroute2 when the veth is already gone
+    (it goes with the container's netns)."""
     with _lock():
         nets = _load_all()
         found = _find_lease(nets, container_id)
@@ -610,9 +619,13 @@ def detach(container_id: str) -> None:
             return
         net, lease = found
         _delete_links([lease["host_veth"]])
-        del net["leases"][container_id]
+        had_rules = lease.get("active", True) and bool(lease.get("ports"))
+        if release:
+            del net["leases"][container_id]
+        else:
+            lease.update({"active": False, "pid": None})
         _save(net)
-        if lease.get("ports"):
+        if had_rules:
             nft.apply(nets)
         _update_hosts(net)
 
@@ -631,7 +644,13 @@ def reconcile(live_container_ids: set[str]) -> None:
             for cid in [c for c in n["leases"] if c not in live_container_ids]:
                 doomed.append(n["leases"].pop(cid)["host_veth"])
                 changed.append(n)
-        wanted = {n["bridge"] for n in nets} | {lease["host_veth"] for n in nets for lease in n["leases"].values()}
+            for lease in n["leases"].values():
+                if lease.get("active", True) and not _link_exists(lease["host_veth"]):
+                    lease.update({"active": False, "pid": None})  # its netns died (kill -9, reboot)
+                    changed.append(n)
+        wanted = {n["bridge"] for n in nets} | {
+            lease["host_veth"] for n in nets for lease in n["leases"].values() if lease.get("active", True)
+        }
         tag = link_tag()
         try:
             present = os.listdir("/sys/class/net")

@@ -100,6 +100,8 @@ def render(networks: Iterable[dict[str, Any]], table: str | None = None) -> list
             f"oifname != {b} ip saddr {s} masquerade {c}",
         ]
         for cid, lease in sorted(net.get("leases", {}).items()):
+            if not lease.get("active", True):
+                continue
             cc = f"comment {_q('dbx ctr ' + cid)}"
             for p in lease.get("ports", []):
                 to = f"dnat to {lease['ip']}:{int(p['container_port'])}"

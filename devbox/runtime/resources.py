@@ -154,7 +154,9 @@ class Resources:
             memory=None if get("memory") is None else parse_memory(get("memory"), "resources.memory"),
             cpus=None if get("cpus") is None else parse_cpus(get("cpus"), "resources.cpus"),
             cpu_shares=(
-                None if get("cpu_shares") is None else parse_cpu_shares(get("cpu_shares"), "resources.cpu_shares")
+                None
+                if get("cpu_shares") is None
+                else parse_cpu_shares(get("cpu_shares"), "resources.cpu_shares")
             ),
             pids=None if get("pids") is None else parse_pids(get("pids"), "resources.pids"),
         )

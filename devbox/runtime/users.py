@@ -41,8 +41,13 @@ class ResolvedUser:
     name: str | None = None  # None when the uid is not in the image's /etc/passwd
 
     def to_dict(self) -> dict[str, object]:
-        return {"uid": self.uid, "gid": self.gid, "additional_gids": list(self.additional_gids),
-                "home": self.home, "name": self.name}  # fmt: skip
+        return {
+            "uid": self.uid,
+            "gid": self.gid,
+            "additional_gids": list(self.additional_gids),
+            "home": self.home,
+            "name": self.name,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ResolvedUser:
@@ -78,14 +83,18 @@ def read_root_file(root_fd: int, relpath: str) -> str | None:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return None
         if e.errno == errno.ENOSYS:
-            raise ConfigError("cannot read the image's /" + relpath + ": openat2 is not supported",
-                              hint="devbox needs Linux >= 5.6") from e  # fmt: skip
+            raise ConfigError(
+                "cannot read the image's /" + relpath + ": openat2 is not supported",
+                hint="devbox needs Linux >= 5.6",
+            ) from e
         raise ConfigError(f"cannot read the image's /{relpath}: {e.strerror}") from e
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"the image's /{relpath} is not a regular file",
-                              hint="fix the image: it must be a plain text file")  # fmt: skip
+            raise ConfigError(
+                f"the image's /{relpath} is not a regular file",
+                hint="fix the image: it must be a plain text file",
+            )
         if st.st_size > MAX_FILE:
             raise ConfigError(f"the image's /{relpath} is too large ({st.st_size} bytes)")
         chunks = []

@@ -133,7 +133,9 @@ def v2cg(procs: list[subprocess.Popen[bytes]]) -> Iterator[cgroups.Manager]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_v2_kill_all_on_real_cgroup2(v2cg: cgroups.Manager, procs: list[subprocess.Popen[bytes]], sig: int) -> None:
+def test_v2_kill_all_on_real_cgroup2(
+    v2cg: cgroups.Manager, procs: list[subprocess.Popen[bytes]], sig: int
+) -> None:
     """SIGKILL goes through cgroup.kill; SIGTERM through freeze, signal each pid, thaw."""
     v2cg.create()
     p = spawn(procs, v2cg, "sh", "-c", "sleep 100 & sleep 100 & wait")
@@ -252,8 +254,11 @@ def test_join_paths_cover_every_hierarchy(cg: cgroups.Manager) -> None:
     assert all(j.exists() for j in joins)
     if cg.mode != "unified":
         hierarchies = {os.path.realpath(j.parent.parent.parent) for j in joins}
-        expected = {os.path.realpath(ROOT / n) for n in ("memory", "cpu", "cpuacct", "pids", "freezer", "systemd")
-                    if (ROOT / n).is_dir()}  # fmt: skip
+        expected = {
+            os.path.realpath(ROOT / n)
+            for n in ("memory", "cpu", "cpuacct", "pids", "freezer", "systemd")
+            if (ROOT / n).is_dir()
+        }
         if cg.mode == "hybrid":
             expected.add(os.path.realpath(ROOT / "unified"))
         assert hierarchies == expected

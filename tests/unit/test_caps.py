@@ -74,7 +74,12 @@ def fake_kernel(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     monkeypatch.setattr(linux, "capget", lambda: (caps.ALL_MASK, caps.ALL_MASK, 0))
     monkeypatch.setattr(linux, "drop_bounding", lambda keep: calls.append(("drop_bounding", keep)))
     monkeypatch.setattr(linux, "clear_ambient", lambda: calls.append(("clear_ambient",)))
-    monkeypatch.setattr(linux, "prctl", lambda *a: calls.append(("prctl", *a)) or 0)
+
+    def prctl(*a: int) -> int:
+        calls.append(("prctl", *a))
+        return 0
+
+    monkeypatch.setattr(linux, "prctl", prctl)
     monkeypatch.setattr(linux, "capset", lambda e, p, i: calls.append(("capset", e, p, i)))
     monkeypatch.setattr(os, "setgroups", lambda g: calls.append(("setgroups", list(g))))
     monkeypatch.setattr(os, "setresgid", lambda *a: calls.append(("setresgid", *a)))
@@ -100,20 +105,27 @@ def test_drop_privileges_order_root(fake_kernel: list[tuple[Any, ...]]) -> None:
     keep = caps.keep_mask(add=["NET_ADMIN"])
     caps.drop_privileges(keep, ResolvedUser(uid=0, gid=0, home="/root", name="root"))
     assert fake_kernel == [
-        ("drop_bounding", keep), ("clear_ambient",), ("setgroups", []), ("setresgid", 0, 0, 0),
-        ("setresuid", 0, 0, 0), ("capset", keep, keep, 0), ("clear_ambient",),
-    ]  # fmt: skip
+        ("drop_bounding", keep),
+        ("clear_ambient",),
+        ("setgroups", []),
+        ("setresgid", 0, 0, 0),
+        ("setresuid", 0, 0, 0),
+        ("capset", keep, keep, 0),
+        ("clear_ambient",),
+    ]
 
 
-def test_drop_privileges_masks_caps_the_kernel_lacks(fake_kernel: list[tuple[Any, ...]],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_drop_privileges_masks_caps_the_kernel_lacks(
+    fake_kernel: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(linux, "cap_last_cap", lambda: 37)  # an older kernel: no PERFMON, BPF, ...
     caps.drop_privileges(caps.ALL_MASK, ResolvedUser(uid=0, gid=0))
     assert fake_kernel[0] == ("drop_bounding", (1 << 38) - 1)
 
 
-def test_drop_privileges_refuses_caps_devbox_lacks(fake_kernel: list[tuple[Any, ...]],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_drop_privileges_refuses_caps_devbox_lacks(
+    fake_kernel: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(linux, "capget", lambda: (caps.DEFAULT_MASK, caps.DEFAULT_MASK, 0))
     with pytest.raises(KernelError) as e:
         caps.drop_privileges(caps.keep_mask(add=["SYS_RESOURCE"]), ResolvedUser(uid=0, gid=0))
@@ -121,8 +133,9 @@ def test_drop_privileges_refuses_caps_devbox_lacks(fake_kernel: list[tuple[Any, 
     assert fake_kernel == []  # nothing done
 
 
-def test_drop_privileges_wraps_kernel_errors(fake_kernel: list[tuple[Any, ...]],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_drop_privileges_wraps_kernel_errors(
+    fake_kernel: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def eperm(*a: object) -> None:
         raise PermissionError(1, "Operation not permitted")
 

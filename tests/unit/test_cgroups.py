@@ -36,15 +36,18 @@ V2_FILES = {
 }
 
 V1_FILES = {
-    "memory": {"memory.limit_in_bytes": V1_UNLIMITED, "memory.memsw.limit_in_bytes": V1_UNLIMITED,
-               "memory.usage_in_bytes": "5000"},
+    "memory": {
+        "memory.limit_in_bytes": V1_UNLIMITED,
+        "memory.memsw.limit_in_bytes": V1_UNLIMITED,
+        "memory.usage_in_bytes": "5000",
+    },
     "cpu": {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "-1", "cpu.shares": "1024"},
     "cpuacct": {"cpuacct.usage": "7000000"},
     "pids": {"pids.max": "max", "pids.current": "2"},
     "freezer": {"freezer.state": "THAWED"},
     "systemd": {},
     "unified": {},
-}  # fmt: skip
+}
 
 
 def touch(d: Path, files: dict[str, str]) -> None:
@@ -91,17 +94,26 @@ def test_v2_create_enables_controllers_root_and_group(tmp_path: Path, writes: li
     assert isinstance(m, V2Manager)
     m.create()
     assert (root / "devbox" / "c1").is_dir()
-    sc_root, sc_group = os.fspath(root / "cgroup.subtree_control"), os.fspath(root / "devbox/cgroup.subtree_control")
+    sc_root, sc_group = (
+        os.fspath(root / "cgroup.subtree_control"),
+        os.fspath(root / "devbox/cgroup.subtree_control"),
+    )
     assert writes == [
-        (sc_root, "+memory"), (sc_root, "+cpu"), (sc_root, "+pids"),
-        (sc_group, "+memory"), (sc_group, "+cpu"), (sc_group, "+pids"),
-    ]  # fmt: skip
+        (sc_root, "+memory"),
+        (sc_root, "+cpu"),
+        (sc_root, "+pids"),
+        (sc_group, "+memory"),
+        (sc_group, "+cpu"),
+        (sc_group, "+pids"),
+    ]
     assert m.paths() == {"unified": root / "devbox/c1"}
     assert m.join_paths() == [root / "devbox/c1/cgroup.procs"]
     assert m.procs_path() == root / "devbox/c1/cgroup.procs"
 
 
-def test_v2_create_enables_only_what_is_offered_and_missing(tmp_path: Path, writes: list[tuple[str, str]]) -> None:
+def test_v2_create_enables_only_what_is_offered_and_missing(
+    tmp_path: Path, writes: list[tuple[str, str]]
+) -> None:
     root = v2_tree(tmp_path, controllers="cpu memory")
     (root / "cgroup.subtree_control").write_text("memory")
     (root / "devbox").mkdir()
@@ -123,7 +135,9 @@ def make_v2(tmp_path: Path, controllers: list[str] | None = None) -> V2Manager:
     root = v2_tree(tmp_path)
     m = cgroups.manager_for("c1", root=root, mode="unified")
     m.create()
-    v2_kernel_mkdir(root / "devbox/c1", controllers if controllers is not None else ["cpu", "memory", "pids"])
+    v2_kernel_mkdir(
+        root / "devbox/c1", controllers if controllers is not None else ["cpu", "memory", "pids"]
+    )
     assert isinstance(m, V2Manager)
     return m
 
@@ -149,9 +163,12 @@ def test_v2_apply_none_resets_to_unlimited(tmp_path: Path, writes: list[tuple[st
     writes.clear()
     m.apply(Resources())
     assert [(Path(p).name, v) for p, v in writes] == [
-        ("memory.max", "max"), ("memory.swap.max", "max"), ("cpu.max", "max 100000"),
-        ("cpu.weight", "100"), ("pids.max", "max"),
-    ]  # fmt: skip
+        ("memory.max", "max"),
+        ("memory.swap.max", "max"),
+        ("cpu.max", "max 100000"),
+        ("cpu.weight", "100"),
+        ("pids.max", "max"),
+    ]
 
 
 def test_v2_apply_without_controller_names_it(tmp_path: Path) -> None:
@@ -184,8 +201,13 @@ def test_v2_add_pid_pids_stats(tmp_path: Path, writes: list[tuple[str, str]]) ->
     assert m.pids() == [7, 12, 99]
     (m.dir / "memory.max").write_text(str(64 * M))
     (m.dir / "memory.stat").write_text("anon 1000\nfile 2000\ninactive_file 234\n")
-    assert m.stats() == {"memory_usage": 1000, "memory_limit": 64 * M, "pids_current": 3, "pids_limit": None,
-                         "cpu_usage_usec": 4242}  # fmt: skip
+    assert m.stats() == {
+        "memory_usage": 1000,
+        "memory_limit": 64 * M,
+        "pids_current": 3,
+        "pids_limit": None,
+        "cpu_usage_usec": 4242,
+    }
 
 
 def test_v2_kill_all_uses_cgroup_kill(tmp_path: Path, writes: list[tuple[str, str]]) -> None:
@@ -219,7 +241,7 @@ def test_v2_remove_tolerates_missing_and_removes_subcgroups(tmp_path: Path) -> N
 
 
 def v1_tree(root: Path, comount: bool = False, hybrid: bool = True) -> Path:
-    for name, files in V1_FILES.items():
+    for name in V1_FILES:
         if name == "unified" and not hybrid:
             continue
         if comount and name in ("cpu", "cpuacct"):
@@ -237,12 +259,16 @@ def v1_kernel_mkdir(m: V1Manager, missing: tuple[str, ...] = ()) -> None:
         if name in missing:
             continue
         files = dict(V1_FILES[name])
-        if name in ("cpu", "cpuacct") and os.path.realpath(d.parent.parent) == os.path.realpath(d.parent.parent.parent / "cpu,cpuacct"):
+        if name in ("cpu", "cpuacct") and os.path.realpath(d.parent.parent) == os.path.realpath(
+            d.parent.parent.parent / "cpu,cpuacct"
+        ):
             files = {**V1_FILES["cpu"], **V1_FILES["cpuacct"]}
         touch(d, files)
 
 
-def make_v1(tmp_path: Path, comount: bool = False, hybrid: bool = True, missing: tuple[str, ...] = ()) -> V1Manager:
+def make_v1(
+    tmp_path: Path, comount: bool = False, hybrid: bool = True, missing: tuple[str, ...] = ()
+) -> V1Manager:
     root = v1_tree(tmp_path, comount=comount, hybrid=hybrid)
     m = cgroups.manager_for("c1", root=root, mode="hybrid" if hybrid else "legacy")
     assert isinstance(m, V1Manager)
@@ -310,9 +336,12 @@ def test_v1_memory_raise_writes_memsw_first(tmp_path: Path, writes: list[tuple[s
     writes.clear()
     m.apply(Resources())
     assert [(Path(p).name, v) for p, v in writes] == [
-        ("memory.memsw.limit_in_bytes", "-1"), ("memory.limit_in_bytes", "-1"),
-        ("cpu.cfs_quota_us", "-1"), ("cpu.shares", "1024"), ("pids.max", "max"),
-    ]  # fmt: skip
+        ("memory.memsw.limit_in_bytes", "-1"),
+        ("memory.limit_in_bytes", "-1"),
+        ("cpu.cfs_quota_us", "-1"),
+        ("cpu.shares", "1024"),
+        ("pids.max", "max"),
+    ]
 
 
 def test_v1_no_swap_accounting(tmp_path: Path, writes: list[tuple[str, str]]) -> None:
@@ -347,8 +376,13 @@ def test_v1_pids_union_and_stats(tmp_path: Path) -> None:
     (m.paths()["memory"] / "cgroup.procs").write_text("10\n11\n")
     (m.paths()["freezer"] / "cgroup.procs").write_text("11\n12\n")
     assert m.pids() == [10, 11, 12]
-    assert m.stats() == {"memory_usage": 5000, "memory_limit": None, "pids_current": 2, "pids_limit": None,
-                         "cpu_usage_usec": 7000}  # fmt: skip
+    assert m.stats() == {
+        "memory_usage": 5000,
+        "memory_limit": None,
+        "pids_current": 2,
+        "pids_limit": None,
+        "cpu_usage_usec": 7000,
+    }
 
 
 def test_v1_remove_every_hierarchy(tmp_path: Path) -> None:
@@ -358,7 +392,9 @@ def test_v1_remove_every_hierarchy(tmp_path: Path) -> None:
             f.unlink()
     m.remove()
     assert not m.exists()
-    assert not any((tmp_path / n / "devbox/c1").exists() for n in ["memory", "cpu,cpuacct", "pids", "unified"])
+    assert not any(
+        (tmp_path / n / "devbox/c1").exists() for n in ["memory", "cpu,cpuacct", "pids", "unified"]
+    )
     m.remove()
 
 

@@ -46,7 +46,9 @@ def test_parse_memory_minimum_and_field_name() -> None:
     assert e.value.message == "invalid boxes -> web -> resources -> memory value '1m': the minimum is 6m"
 
 
-@pytest.mark.parametrize(("value", "expected"), [("0.5", 0.5), ("2", 2.0), (1, 1.0), (0.25, 0.25), ("0.01", 0.01)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("0.5", 0.5), ("2", 2.0), (1, 1.0), (0.25, 0.25), ("0.01", 0.01)]
+)
 def test_parse_cpus(value: object, expected: float) -> None:
     assert parse_cpus(value) == expected  # type: ignore[arg-type]
 
@@ -63,7 +65,8 @@ def test_parse_pids_and_shares() -> None:
     assert parse_pids("128") == 128
     assert parse_pids(1) == 1
     assert parse_cpu_shares("512") == 512
-    for bad in ("0", "-1", "1.5", "x", True):
+    bad_pids: tuple[object, ...] = ("0", "-1", "1.5", "x", True)
+    for bad in bad_pids:
         with pytest.raises(ConfigError, match=r"invalid --pids value"):
             parse_pids(bad)  # type: ignore[arg-type]
     for bad in ("1", "262145", "a"):

@@ -115,9 +115,7 @@ def check_id(container_id: str) -> str:
     return container_id
 
 
-def manager_for(
-    container_id: str, root: str | os.PathLike[str] = ROOT, mode: Mode | None = None
-) -> Manager:
+def manager_for(container_id: str, root: str | os.PathLike[str] = ROOT, mode: Mode | None = None) -> Manager:
     """The Manager for `container_id` under `root`; `mode` defaults to detect(root)."""
     check_id(container_id)
     mode = mode or detect(root)
@@ -179,7 +177,8 @@ def write(path: Path, value: str | int, hint: str | None = None) -> None:
     except OSError as e:
         raise CgroupError(
             f"cannot write '{value}' to {path}: {e.strerror}",
-            hint=hint or _WRITE_HINTS.get(e.errno or 0, "check the cgroup setup with `cat /proc/self/cgroup`"),
+            hint=hint
+            or _WRITE_HINTS.get(e.errno or 0, "check the cgroup setup with `cat /proc/self/cgroup`"),
         ) from e
 
 

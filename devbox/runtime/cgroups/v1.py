@@ -107,14 +107,18 @@ class V1Manager:
 
     def create(self) -> None:
         if not self._dirs:
-            raise CgroupError(f"no cgroup v1 hierarchy found under {self.root}",
-                              hint="mount the cgroup controllers (memory, cpu, pids, freezer)")  # fmt: skip
+            raise CgroupError(
+                f"no cgroup v1 hierarchy found under {self.root}",
+                hint="mount the cgroup controllers (memory, cpu, pids, freezer)",
+            )
         for d in self._dirs:
             try:
                 d.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise CgroupError(f"cannot create cgroup {d}: {e.strerror}",
-                                  hint="devbox must run as root with /sys/fs/cgroup writable") from e  # fmt: skip
+                raise CgroupError(
+                    f"cannot create cgroup {d}: {e.strerror}",
+                    hint="devbox must run as root with /sys/fs/cgroup writable",
+                ) from e
 
     def _file(self, controller: str, filename: str, required: bool) -> Path | None:
         d = self._paths.get(controller)
@@ -223,8 +227,10 @@ class V1Manager:
         limit = read_int(mem / "memory.limit_in_bytes") if mem else None
         usage_ns = read_int(acct / "cpuacct.usage") if acct else None
         return {
-            "memory_usage": memory_usage(read_int(mem / "memory.usage_in_bytes"),
-                                         read_keyed(mem / "memory.stat").get("total_inactive_file"))
+            "memory_usage": memory_usage(
+                read_int(mem / "memory.usage_in_bytes"),
+                read_keyed(mem / "memory.stat").get("total_inactive_file"),
+            )
             if mem
             else None,
             "memory_limit": None if limit is None or limit >= UNLIMITED else limit,

@@ -86,8 +86,10 @@ class V2Manager:
             self._enable(group)
             self.dir.mkdir(exist_ok=True)
         except OSError as e:
-            raise CgroupError(f"cannot create cgroup {self.dir}: {e.strerror}",
-                              hint="devbox must run as root with /sys/fs/cgroup writable") from e  # fmt: skip
+            raise CgroupError(
+                f"cannot create cgroup {self.dir}: {e.strerror}",
+                hint="devbox must run as root with /sys/fs/cgroup writable",
+            ) from e
 
     def _need(self, controller: str, filename: str) -> Path | None:
         """The control file, or None when the controller is not enabled here."""
@@ -189,8 +191,10 @@ class V2Manager:
     def stats(self) -> dict[str, int | None]:
         usage = read_keyed(self.dir / "cpu.stat").get("usage_usec")
         return {
-            "memory_usage": memory_usage(read_int(self.dir / "memory.current"),
-                                         read_keyed(self.dir / "memory.stat").get("inactive_file")),  # fmt: skip
+            "memory_usage": memory_usage(
+                read_int(self.dir / "memory.current"),
+                read_keyed(self.dir / "memory.stat").get("inactive_file"),
+            ),
             "memory_limit": read_int(self.dir / "memory.max"),
             "pids_current": read_int(self.dir / "pids.current"),
             "pids_limit": read_int(self.dir / "pids.max"),

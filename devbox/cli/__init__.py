@@ -28,7 +28,8 @@ VERB_MODULES = [
     "container",  # run ps exec logs stop kill rm
     "image",  # image ..., commit, pull, push, login, logout
     "network",  # network create/ls/rm
-    "snapshot",  # snapshot save/restore/list/delete, lock
+    "registry",  # pull push login logout
+    "snapshot",  # commit, snapshot save/restore/list/delete, lock
 ]
 
 

@@ -249,13 +249,29 @@ def exec_cmd(
     from devbox.runtime import container as ct
 
     require_root()
-    c = ct.find(container)
+    command = list(command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise errors.ConfigError("no command given", hint=f"devbox exec {container} -- CMD ARGS...")
+    from devbox.cli.project import box_target
+
+    target = box_target(container)
+    if target is not None:
+        project, c, _service = target
+        if c is None:
+            raise errors.IncorrectStatus(f"box {container} is not created", hint="start it with `devbox up`")
+        box = project.boxes[container.partition("/")[0]]
+        user = user if user is not None else box.user
+        workdir = workdir or box.workdir
+    else:
+        c = ct.find(container)
     if tty:
         stdio, relays = (0, 1, 2), []
     else:
         stdio, relays = console.plan_stdio(interactive, False)
     try:
-        st = ct.exec_in(c, list(command), env=_parse_env(env), user=user, cwd=workdir, tty=tty,
+        st = ct.exec_in(c, command, env=_parse_env(env), user=user, cwd=workdir, tty=tty,
                         interactive=interactive, stdio=stdio, relays=relays)  # fmt: skip
     finally:
         for fd in stdio:
@@ -265,14 +281,22 @@ def exec_cmd(
 
 
 def logs_cmd(
-    container: str = typer.Argument(..., help="Container name or id."),
+    container: str = typer.Argument(None, help="BOX, BOX/SERVICE, or a container name or id (default: every box)."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new output until it stops."),
-    tail: int = typer.Option(-1, "-n", "--tail", help="Only the last N lines."),
+    tail: int = typer.Option(-1, "-n", "--tail", help="Only the last N lines (of each log)."),
+    since: str = typer.Option(None, "--since", help="Only lines from the last DURATION (e.g. 10m) (boxes only)."),
 ) -> None:
-    """Print a detached container's output."""
+    """Print a box's service logs, or a detached container's output."""
+    from devbox.cli.project import box_logs, box_target
     from devbox.runtime import container as ct
 
     require_root()
+    if container is None:
+        box_logs(None, follow=follow, tail=tail, since=since)
+        return
+    if box_target(container) is not None:
+        box_logs(container, follow=follow, tail=tail, since=since)
+        return
     c = ct.find(container)
     print_log(c.log_path, follow=follow, tail=tail, alive=lambda: c.refresh() == "running")
 

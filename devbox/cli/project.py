@@ -1,0 +1,303 @@
+"""Project verbs: init, up, status, shell, restart, halt, destroy, reload, provision (logs and exec of
+boxes are dispatched from cli/container.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from devbox import errors
+from devbox.cli.util import print_json, print_table, require_root
+
+FILE_OPT = typer.Option(None, "--file", envvar="DEVBOX_FILE", help="Devboxfile to use (default: ./Devboxfile or a parent's).")
+
+
+def _project(file: Path | None) -> Any:
+    from devbox import orchestrator
+
+    return orchestrator.load(file)
+
+
+def init_cmd(
+    template: str = typer.Option("blank", "--template", help="tomcat, python, node or blank."),
+    name: str = typer.Option(None, "--name", help="Project name (default: the folder's name)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing Devboxfile."),
+) -> None:
+    """Write a commented Devboxfile into the current folder."""
+    from devbox import devboxfile, fsutil
+
+    target = Path.cwd() / "Devboxfile"
+    if target.exists() and not force:
+        raise errors.AlreadyExists(f"{target} already exists", hint="use --force to overwrite it")
+    text = devboxfile.render_template(template, name or devboxfile.default_project_name(Path.cwd().name))
+    fsutil.atomic_write(target, text)
+    print(f"wrote {target} (template {template}); next: devbox up", file=sys.stderr)
+
+
+def _summary(result: Any) -> None:
+    rows = []
+    urls = []
+    for br in result.boxes:
+        c = br.container
+        for name, s in (br.report.services.items() if br.report else []):
+            rows.append([br.box, name, s.state, s.pid or "", "healthy" if s.healthy else s.message])
+        for p in c.spec.ports:
+            host = p.rsplit(":", 2)
+            hip = host[0] if len(host) == 3 else "127.0.0.1"
+            hport = host[-2]
+            shown = "localhost" if hip in ("127.0.0.1", "0.0.0.0") else hip
+            urls.append(f"{br.box}: {shown}:{hport} -> {br.box}:{host[-1]}")
+    print_table(["BOX", "SERVICE", "STATE", "PID", "HEALTH"], rows)
+    if urls:
+        print("\nports:")
+        for u in urls:
+            print("  " + u)
+    print(f"\n{len(result.boxes)} box(es) up in {result.elapsed:.2f}s", file=sys.stderr)
+
+
+def up_cmd(
+    boxes: list[str] = typer.Argument(None, help="Boxes to bring up (default: all)."),
+    build: bool = typer.Option(False, "--build", help="Rebuild images without the step cache."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be done, do nothing."),
+    watch: bool = typer.Option(False, "--watch", help="Keep watching files and apply the watch rules."),
+    file: Path = FILE_OPT,
+) -> None:
+    """Create, build and start the project's boxes until every service is healthy."""
+    from devbox import orchestrator
+
+    require_root()
+    project = _project(file)
+    if dry_run:
+        for a in orchestrator.plan(project, boxes or None, build=build):
+            print(a.describe())
+        return
+    from devbox.runtime import container as ct
+
+    ct.reconcile()
+    result = orchestrator.up(project, boxes or None, build=build)
+    _summary(result)
+    if watch:
+        from devbox import watch as w
+
+        w.watch(project.file, boxes or None)
+
+
+def status_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    file: Path = FILE_OPT,
+) -> None:
+    """Boxes (state, image, IP, ports) and their services (state, pid, uptime, health)."""
+    from devbox import orchestrator
+
+    require_root()
+    project = _project(file)
+    st = orchestrator.status(project)
+    if as_json:
+        print_json({"project": project.name, "boxes": [
+            {"box": s.box, "state": s.state, "image": s.image, "ip": s.ip, "ports": s.ports,
+             "container": s.container.id if s.container else None, "services": s.services} for s in st]})  # fmt: skip
+        return
+    print_table(["BOX", "STATE", "IMAGE", "IP", "PORTS"],
+                [[s.box, s.state, s.image, s.ip or "", ", ".join(s.ports)] for s in st])  # fmt: skip
+    rows = [[s.box, sv["name"], sv["state"], sv["pid"] or "", _uptime(sv["uptime"]), sv["health"]]
+            for s in st for sv in s.services]  # fmt: skip
+    if rows:
+        print()
+        print_table(["BOX", "SERVICE", "STATE", "PID", "UPTIME", "HEALTH"], rows)
+
+
+def _uptime(s: int) -> str:
+    if not s:
+        return ""
+    h, rem = divmod(int(s), 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}"
+
+
+def shell_cmd(
+    box: str = typer.Argument(None, help="Box (default: the first one)."),
+    user: str = typer.Option(None, "-u", "--user", help="User (default: the box's user)."),
+    file: Path = FILE_OPT,
+) -> None:
+    """An interactive shell in a box."""
+    from devbox import orchestrator
+    from devbox.runtime import container as ct
+
+    require_root()
+    project = _project(file)
+    name = box or project.box_order()[0]
+    c = _running_box(project, name)
+    b = project.boxes[name]
+    shell = "/bin/bash" if _exists_in(c, "/bin/bash") else "/bin/sh"
+    tty = os.isatty(0)
+    from devbox.runtime import console
+
+    stdio, relays = ((0, 1, 2), []) if tty else console.plan_stdio(True, False)
+    st = ct.exec_in(c, [shell, "-l"] if tty else [shell], user=user or b.user, cwd=b.workdir, tty=tty,
+                    interactive=True, stdio=stdio, relays=relays)  # fmt: skip
+    del orchestrator
+    raise typer.Exit(ct.wait_exec(st))
+
+
+def _exists_in(c: Any, path: str) -> bool:
+    from devbox.runtime import container as ct
+
+    code, _ = ct.run_in(c, ["/bin/sh", "-c", f"test -x {path}"], timeout=10)
+    return code == 0
+
+
+def _running_box(project: Any, name: str) -> Any:
+    from devbox import orchestrator
+    from devbox.runtime import container as ct
+
+    orchestrator._selected(project, [name])
+    c = orchestrator.box_container(project, name)
+    if c is None or c.refresh() != ct.RUNNING:
+        raise errors.IncorrectStatus(f"box {name} is not running", hint="start it with `devbox up`")
+    return c
+
+
+def box_target(name: str) -> Any | None:
+    """If `name` (BOX or BOX/SERVICE) is a box of the Devboxfile here, (project, container, service)."""
+    from devbox import devboxfile
+
+    try:
+        path = devboxfile.find(Path.cwd())
+    except errors.DevboxError:
+        return None
+    from devbox import orchestrator
+
+    project = orchestrator.load(path)
+    box, _, service = name.partition("/")
+    if box not in project.boxes:
+        return None
+    return project, orchestrator.box_container(project, box), service
+
+
+def box_logs(target: str | None, *, follow: bool, tail: int, since: str | None, file: Path | None = None) -> None:
+    """Print service logs of one service, one box, or every box; -f follows all of them."""
+    import time
+
+    from devbox import orchestrator
+    from devbox.runtime import container as ct
+
+    if since:
+        raise errors.ConfigError("--since is not supported yet: service logs carry no timestamps",
+                                 hint="use -n/--tail to limit the output")  # fmt: skip
+    project = _project(file)
+    box_name, _, service = (target or "").partition("/")
+    names = [box_name] if box_name else project.box_order()
+    sources: list[tuple[str, Path]] = []
+    for name in names:
+        orchestrator._selected(project, [name])
+        c = orchestrator.box_container(project, name)
+        if c is None:
+            continue
+        box = project.boxes[name]
+        if service and service not in box.services:
+            raise errors.ConfigError(f"box {name} has no service {service!r}",
+                                     hint=f"services: {', '.join(box.services)}")  # fmt: skip
+        if not service:
+            sources.append((f"{name}", c.log_path))
+        for svc in [service] if service else list(box.services):
+            for stream in ("out", "err"):
+                sources.append((f"{name}/{svc}", orchestrator.log_dir(c) / f"{svc}.{stream}.log"))
+    prefix = len(sources) > 2
+    out = sys.stdout.buffer
+    files: dict[str, Any] = {}
+    for label, path in sources:
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            continue
+        files[os.fspath(path)] = (label, f)
+        data = f.read()
+        lines = data.splitlines(keepends=True)
+        if tail >= 0:
+            lines = lines[-tail:] if tail else []
+        for line in lines:
+            out.write((f"{label} | ".encode() if prefix else b"") + line)
+    out.flush()
+    while follow:
+        for label, path in sources:
+            if os.fspath(path) not in files and path.exists():
+                files[os.fspath(path)] = (label, open(path, "rb"))
+        wrote = False
+        for label, f in files.values():
+            chunk = f.read()
+            if chunk:
+                wrote = True
+                for line in chunk.splitlines(keepends=True):
+                    out.write((f"{label} | ".encode() if prefix else b"") + line)
+        out.flush()
+        if not wrote:
+            time.sleep(0.1)
+    for _label, f in files.values():
+        f.close()
+    del ct
+
+
+def restart_cmd(target: str = typer.Argument(..., help="BOX or BOX/SERVICE."), file: Path = FILE_OPT) -> None:
+    """Restart one service or one box."""
+    from devbox import orchestrator
+
+    require_root()
+    orchestrator.restart(_project(file), target)
+    print(target)
+
+
+def halt_cmd(boxes: list[str] = typer.Argument(None, help="Boxes (default: all)."), file: Path = FILE_OPT) -> None:
+    """Stop boxes; their writable layer is kept for the next `up`."""
+    from devbox import orchestrator
+
+    require_root()
+    for b in orchestrator.halt(_project(file), boxes or None):
+        print(f"halted {b}")
+
+
+def destroy_cmd(
+    force: bool = typer.Option(False, "-f", "--force", help="Do not ask."),
+    file: Path = FILE_OPT,
+) -> None:
+    """Remove the project's boxes and network (images stay)."""
+    from devbox import orchestrator
+
+    require_root()
+    project = _project(file)
+    if not force and sys.stdin.isatty():
+        if not typer.confirm(f"destroy every box of project {project.name}, with their writable layers?"):
+            raise typer.Exit(1)
+    for b in orchestrator.destroy(project):
+        print(f"destroyed {b}")
+
+
+def reload_cmd(file: Path = FILE_OPT) -> None:
+    """Re-read the Devboxfile and converge (same as `up`)."""
+    from devbox import orchestrator
+
+    require_root()
+    _summary(orchestrator.up(_project(file)))
+
+
+def provision_cmd(boxes: list[str] = typer.Argument(None, help="Boxes (default: all)."), file: Path = FILE_OPT) -> None:
+    """Rerun the build steps without cache and recreate the boxes."""
+    from devbox import orchestrator
+
+    require_root()
+    _summary(orchestrator.provision(_project(file), boxes or None))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init_cmd)
+    app.command("up")(up_cmd)
+    app.command("status")(status_cmd)
+    app.command("shell")(shell_cmd)
+    app.command("restart")(restart_cmd)
+    app.command("halt")(halt_cmd)
+    app.command("destroy")(destroy_cmd)
+    app.command("reload")(reload_cmd)
+    app.command("provision")(provision_cmd)

@@ -2,8 +2,10 @@
 
 The files are read through a directory fd of the container root with openat2(RESOLVE_IN_ROOT |
 RESOLVE_NO_MAGICLINKS): the image may hold symlinks such as `etc/passwd -> /etc/shadow` or
-`etc -> ../../..`, and those must resolve inside the container root, never on the host. Only regular
-files are read (a FIFO would block, a device could be endless), at most MAX_FILE bytes.
+`etc -> ../../..`, and those must resolve inside the container root, never on the host. (Today
+RESOLVE_IN_ROOT also refuses magic links such as /proc/self/root; RESOLVE_NO_MAGICLINKS makes that
+explicit.) Only regular files are read (a FIFO would block, a device could be endless), at most
+MAX_FILE bytes.
 
 User specs (docker's `--user`, runc's GetExecUser):
   name            uid, gid, home from passwd; supplementary groups = /etc/group entries listing name
@@ -77,17 +79,21 @@ class GroupEntry:
 
 def read_root_file(root_fd: int, relpath: str) -> str | None:
     """Contents of `relpath` inside the root `root_fd`, symlinks resolved inside it; None if missing."""
-    try:
-        fd = linux.openat2(root_fd, relpath, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY, resolve=_RESOLVE)
-    except OSError as e:
-        if e.errno in (errno.ENOENT, errno.ENOTDIR):
-            return None
-        if e.errno == errno.ENOSYS:
-            raise ConfigError(
-                "cannot read the image's /" + relpath + ": openat2 is not supported",
-                hint="devbox needs Linux >= 5.6",
-            ) from e
-        raise ConfigError(f"cannot read the image's /{relpath}: {e.strerror}") from e
+    for attempt in range(8):
+        try:
+            fd = linux.openat2(root_fd, relpath, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY, resolve=_RESOLVE)
+            break
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            if e.errno == errno.EAGAIN and attempt < 7:  # a rename raced with ".." resolution: retry
+                continue
+            if e.errno == errno.ENOSYS:
+                raise ConfigError(
+                    f"cannot read the image's /{relpath}: openat2 is not supported",
+                    hint="devbox needs Linux >= 5.6",
+                ) from e
+            raise ConfigError(f"cannot read the image's /{relpath}: {e.strerror}") from e
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

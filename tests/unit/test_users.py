@@ -149,3 +149,39 @@ def test_dict_round_trip() -> None:
     u = ResolvedUser(1000, 1000, (27, 44), "/home/dev", "dev")
     assert ResolvedUser.from_dict(u.to_dict()) == u
     assert ResolvedUser.from_dict(ResolvedUser(5, 0).to_dict()) == ResolvedUser(5, 0, (), "/", None)
+
+
+@pytest.mark.root
+def test_magic_link_through_a_real_proc_is_refused(tmp_path: Path) -> None:
+    """A container root with procfs mounted (as a running box has) and etc/passwd -> /proc/self/root/...:
+    /proc/self/root is a magic link to the *host's* root; RESOLVE_NO_MAGICLINKS must refuse it.
+    Runs in a forked child with a private mount namespace, so the host's mount table is untouched."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "etc/passwd").symlink_to("/proc/self/root/etc/passwd")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            from devbox.runtime import linux
+
+            linux.unshare(linux.CLONE_NEWNS)
+            linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+            linux.mount("proc", os.fspath(tmp_path / "proc"), "proc", linux.MS_NOSUID | linux.MS_NODEV)
+            try:
+                u = resolve_user(tmp_path, "root")
+                os.write(w, f"resolved uid={u.uid} home={u.home}".encode())
+            except ConfigError as e:
+                os.write(w, f"refused: {e.message}".encode())
+        except BaseException as e:  # noqa: BLE001 - report anything to the parent
+            os.write(w, f"error: {e!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 4096):
+        out += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert out.decode().startswith("refused: cannot read the image's /etc/passwd"), out

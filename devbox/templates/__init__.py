@@ -1,0 +1,1 @@
+"""Package data: supervisord.conf and Devboxfile templates (read with importlib.resources)."""

@@ -64,3 +64,48 @@ def _cleanup_root(root: Path) -> None:
 @pytest.fixture
 def devbox_root(session_root: Path) -> Path:
     return session_root
+
+
+# --- images (owned by the image store; session-scoped so each image is imported once) -------------------
+
+
+@pytest.fixture(scope="session")
+def busybox_image(session_root: Path) -> str:
+    """`busybox:test`: a tiny rootfs around Debian's static busybox, imported into the session store."""
+    if not IS_ROOT:
+        pytest.skip("needs root")
+    from images import make_busybox_rootfs_tar
+
+    from devbox.runtime.image import importer
+    from devbox.runtime.image.store import ImageStore
+
+    tar = make_busybox_rootfs_tar(session_root.parent / "busybox-rootfs.tar.gz")
+    importer.import_archive(ImageStore(session_root), tar, "busybox:test")
+    return "busybox:test"
+
+
+@pytest.fixture(scope="session")
+def debian_image(session_root: Path) -> str:
+    """`debian:bookworm` from the cached mmdebstrap tarball (built once per machine, ~40 s)."""
+    if not IS_ROOT:
+        pytest.skip("needs root")
+    from images import debian_rootfs_tar
+
+    from devbox.runtime.image import bootstrap
+    from devbox.runtime.image.store import ImageStore
+
+    store = ImageStore(session_root)
+    bootstrap.import_bootstrap_tar(store, debian_rootfs_tar("bookworm"), "bookworm", "debian:bookworm")
+    return "debian:bookworm"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _bootstrap_cache() -> Iterator[None]:
+    """Let `debian:SUITE` bootstraps in tests (ensure_image, the CLI) reuse the per-machine cache."""
+    from images import CACHE_DIR
+
+    old = os.environ.get("DEVBOX_BOOTSTRAP_CACHE")
+    os.environ.setdefault("DEVBOX_BOOTSTRAP_CACHE", str(CACHE_DIR))
+    yield
+    if old is None:
+        os.environ.pop("DEVBOX_BOOTSTRAP_CACHE", None)

@@ -1,0 +1,43 @@
+"""Images: the store (store.py), safe layer extraction (unpack.py), references (reference.py),
+archive import/export (importer.py) and the Debian bootstrap (bootstrap.py).
+
+`ensure_image` is what the rest of devbox calls to get a base image: local store first, then the
+sources that can produce it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from devbox.errors import ImageNotFound
+from devbox.runtime.image.store import Image, ImageStore
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Image", "ImageStore", "ensure_image"]
+
+
+def ensure_image(store: ImageStore, ref: str) -> Image:
+    """Resolve `ref` in the local store; if missing, make it: `debian:SUITE` is bootstrapped with
+    mmdebstrap; other references raise ImageNotFound naming the ways to get them."""
+    try:
+        return store.resolve(ref)
+    except ImageNotFound:
+        pass
+    from devbox.runtime.image import bootstrap, reference
+
+    parsed = reference.parse(ref)
+    if parsed.registry == reference.DOCKER_HUB and parsed.repository == "library/debian" and parsed.tag \
+            and not parsed.digest and bootstrap.is_bootstrappable(parsed.tag):  # fmt: skip
+        log.info("image %s not found locally; bootstrapping it with mmdebstrap", reference.normalize(ref))
+        return bootstrap.bootstrap_debian(store, parsed.tag, ref=reference.normalize(ref))
+
+    # --- registry pull hook (owned by the registry client) ------------------------------------------
+    # Here the registry engineer adds: try `registry.pull(store, ref)` and return its Image, turning
+    # "registry unreachable" into the ImageNotFound below (with the network error as context).
+    # -------------------------------------------------------------------------------------------------
+
+    norm = reference.normalize(ref)
+    raise ImageNotFound(f"image {norm!r} not found in the local store",
+                        hint=f"get it with `devbox pull {norm}`, `devbox image import PATH {norm}`, "
+                             "or `devbox image bootstrap debian:SUITE`")  # fmt: skip

@@ -54,16 +54,39 @@ TEMPLATES = ("blank", "python", "node", "tomcat")
 TOP_KEYS = ("name", "boxes", "network", "allow_outside")
 NETWORK_KEYS = ("subnet",)
 BOX_KEYS = (
-    "base", "packages", "build", "mounts", "env", "ports", "resources", "depends_on", "services",
-    "watch", "hostname", "user", "workdir",
-)  # fmt: skip
+    "base",
+    "packages",
+    "build",
+    "mounts",
+    "env",
+    "ports",
+    "resources",
+    "depends_on",
+    "services",
+    "watch",
+    "hostname",
+    "user",
+    "workdir",
+)
 MOUNT_KEYS = ("source", "target", "readonly", "allow_outside")
 PORT_KEYS = ("host", "box", "host_ip", "proto")
 RESOURCE_KEYS = ("memory", "cpus", "pids")
 SERVICE_KEYS = (
-    "command", "user", "env", "directory", "autostart", "autorestart", "exitcodes", "startsecs",
-    "startretries", "stopsignal", "stopwaitsecs", "priority", "depends_on", "health",
-)  # fmt: skip
+    "command",
+    "user",
+    "env",
+    "directory",
+    "autostart",
+    "autorestart",
+    "exitcodes",
+    "startsecs",
+    "startretries",
+    "stopsignal",
+    "stopwaitsecs",
+    "priority",
+    "depends_on",
+    "health",
+)
 HEALTH_KEYS = ("tcp", "http", "command", "interval", "timeout", "retries", "start_period")
 WATCH_KEYS = ("path", "include", "ignore", "action")
 STEP_KINDS = tuple(k.value for k in StepKind)
@@ -228,8 +251,9 @@ class _Parser:
             type(v), type(v).__name__
         ) + f" {node.value!r}"
 
-    def mapping(self, node: yaml.Node, path: str, keys: tuple[str, ...], what: str = "a mapping"
-                ) -> dict[str, tuple[yaml.Node, yaml.Node]]:  # fmt: skip
+    def mapping(
+        self, node: yaml.Node, path: str, keys: tuple[str, ...], what: str = "a mapping"
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         """key -> (key node, value node); unknown and duplicate keys are errors."""
         if not isinstance(node, yaml.MappingNode):
             self.fail(node, path, f"expected {what}, got {self.kind(node)}")
@@ -245,8 +269,12 @@ class _Parser:
             if keys and key not in keys:
                 if not path and key.startswith("x-"):
                     continue  # extension fields, e.g. for YAML anchors
-                self.fail(k, _join(path, key), "unknown key" + _did_you_mean(key, keys),
-                          hint="allowed here: " + ", ".join(keys))  # fmt: skip
+                self.fail(
+                    k,
+                    _join(path, key),
+                    "unknown key" + _did_you_mean(key, keys),
+                    hint="allowed here: " + ", ".join(keys),
+                )
             out[key] = (k, v)
         return out
 
@@ -259,9 +287,13 @@ class _Parser:
 
     def check_name(self, node: yaml.Node, path: str, name: str, what: str) -> None:
         if not NAME_RE.fullmatch(name) or len(name) > NAME_MAX:
-            self.fail(node, path, f"invalid {what} name {name!r}",
-                      hint=f"{what} names are lowercase letters, digits, '_' and '-', starting with a "
-                           f"letter or digit, at most {NAME_MAX} characters")  # fmt: skip
+            self.fail(
+                node,
+                path,
+                f"invalid {what} name {name!r}",
+                hint=f"{what} names are lowercase letters, digits, '_' and '-', starting with a "
+                f"letter or digit, at most {NAME_MAX} characters",
+            )
 
     def seq(self, node: yaml.Node, path: str, what: str = "a list") -> list[yaml.Node]:
         if not isinstance(node, yaml.SequenceNode):
@@ -307,7 +339,9 @@ class _Parser:
         except ConfigError as e:
             self.fail(node, path, e.message, e.hint)
 
-    def str_list(self, node: yaml.Node, path: str, what: str = "a list of strings") -> list[tuple[yaml.Node, str]]:
+    def str_list(
+        self, node: yaml.Node, path: str, what: str = "a list of strings"
+    ) -> list[tuple[yaml.Node, str]]:
         return [(n, self.str_(n, f"{path}[{i}]")) for i, n in enumerate(self.seq(node, path, what))]
 
     def env(self, node: yaml.Node, path: str) -> dict[str, str]:
@@ -315,8 +349,12 @@ class _Parser:
         for key, (k, v) in self.mapping(node, path, (), "a mapping of variable names to values").items():
             p = _join(path, key)
             if not svconf.ENV_KEY_RE.fullmatch(key):
-                self.fail(k, p, f"invalid variable name {key!r}",
-                          hint="names are letters, digits and '_', not starting with a digit")  # fmt: skip
+                self.fail(
+                    k,
+                    p,
+                    f"invalid variable name {key!r}",
+                    hint="names are letters, digits and '_', not starting with a digit",
+                )
             val = self.str_(v, p, "a string, number or boolean", raw=True)
             out[key] = self.line_safe(v, p, val)
         return out
@@ -324,8 +362,12 @@ class _Parser:
     def host_path(self, node: yaml.Node, path: str, value: str) -> Path:
         self.line_safe(node, path, value)
         if value.startswith("~"):
-            self.fail(node, path, f"'~' is not expanded, got {value!r}",
-                      hint="use a path relative to the Devboxfile's folder, or an absolute one")  # fmt: skip
+            self.fail(
+                node,
+                path,
+                f"'~' is not expanded, got {value!r}",
+                hint="use a path relative to the Devboxfile's folder, or an absolute one",
+            )
         return Path(os.path.normpath(os.path.join(self.root, value)))
 
     def box_path(self, node: yaml.Node, path: str, value: str) -> str:
@@ -351,8 +393,12 @@ class _Parser:
                 try:
                     argv = shlex.split(s)
                 except ValueError as e:
-                    self.fail(node, path, f"cannot split the command: {e}",
-                              hint="quote like a shell would; for pipes or `&&` use: sh -c '...'")  # fmt: skip
+                    self.fail(
+                        node,
+                        path,
+                        f"cannot split the command: {e}",
+                        hint="quote like a shell would; for pipes or `&&` use: sh -c '...'",
+                    )
         if not argv or not argv[0]:
             self.fail(node, path, "must not be empty")
         return tuple(argv)
@@ -360,8 +406,12 @@ class _Parser:
     def user(self, node: yaml.Node, path: str) -> str:
         u = self.str_(node, path, "a user name or uid", raw=True)
         if not svconf.USER_RE.fullmatch(u):
-            self.fail(node, path, f"invalid user name {u!r}",
-                      hint="a login name like www-data, or a numeric uid; the user must exist in the box")  # fmt: skip
+            self.fail(
+                node,
+                path,
+                f"invalid user name {u!r}",
+                hint="a login name like www-data, or a numeric uid; the user must exist in the box",
+            )
         return u
 
     # ---- the document ----------------------------------------------------------------------------
@@ -376,7 +426,9 @@ class _Parser:
         except yaml.YAMLError as e:
             raise ConfigError(f"{self.fname}:1: invalid YAML: {e}") from None
         if doc is None:
-            raise ConfigError(f"{self.fname}:1: the file is empty", hint="run `devbox init` for a commented example")
+            raise ConfigError(
+                f"{self.fname}:1: the file is empty", hint="run `devbox init` for a commented example"
+            )
         top = self.mapping(doc, "", TOP_KEYS)
 
         name = default_project_name(self.root.name)
@@ -392,7 +444,9 @@ class _Parser:
         if "allow_outside" in top:
             self.allow_outside = self.bool_(top["allow_outside"][1], "allow_outside")
         if "boxes" not in top:
-            self.fail(doc, "", "missing key 'boxes'", hint="a Devboxfile needs at least one box under `boxes:`")
+            self.fail(
+                doc, "", "missing key 'boxes'", hint="a Devboxfile needs at least one box under `boxes:`"
+            )
         bnode = top["boxes"][1]
         boxes_m = self.names(bnode, "boxes", "box")
         if not boxes_m:
@@ -416,26 +470,45 @@ class _Parser:
             self.fail(node, path, f"expected a private IPv4 subnet from /16 to /29, got {s!r}")
         return str(net)
 
-    def check_deps(self, node: yaml.Node, path: str, deps: tuple[str, ...], known: dict[str, Any],
-                   what: str, self_name: str | None = None) -> None:  # fmt: skip
+    def check_deps(
+        self,
+        node: yaml.Node,
+        path: str,
+        deps: tuple[str, ...],
+        known: dict[str, Any],
+        what: str,
+        self_name: str | None = None,
+    ) -> None:
         if not deps:
             return
         dnode = self.mapping(node, path, ())["depends_on"][1]
         for i, d in enumerate(deps):
             if d not in known:
-                self.fail(dnode.value[i], f"{path} -> depends_on[{i}]",
-                          f"no {what} named {d!r}" + _did_you_mean(d, list(known)),
-                          hint=f"{what}s here: " + ", ".join(known))  # fmt: skip
+                self.fail(
+                    dnode.value[i],
+                    f"{path} -> depends_on[{i}]",
+                    f"no {what} named {d!r}" + _did_you_mean(d, list(known)),
+                    hint=f"{what}s here: " + ", ".join(known),
+                )
 
-    def check_cycles(self, nodes: dict[str, tuple[yaml.Node, yaml.Node]],
-                     deps: dict[str, tuple[str, ...]], path: str, what: str) -> None:  # fmt: skip
+    def check_cycles(
+        self,
+        nodes: dict[str, tuple[yaml.Node, yaml.Node]],
+        deps: dict[str, tuple[str, ...]],
+        path: str,
+        what: str,
+    ) -> None:
         try:
             model.toposort(deps)
         except ValueError as e:
             first = str(e).split(": ", 1)[1].split(" -> ")[0]
             vnode = nodes[first][1]
             dnode = self.mapping(vnode, "", ())["depends_on"][1]
-            self.fail(dnode, f"{path} -> {first} -> depends_on", f"{what} dependency cycle: " + str(e).split(": ", 1)[1])
+            self.fail(
+                dnode,
+                f"{path} -> {first} -> depends_on",
+                f"{what} dependency cycle: " + str(e).split(": ", 1)[1],
+            )
 
     def check_ports(self, boxes_m: dict[str, tuple[yaml.Node, yaml.Node]], boxes: dict[str, Box]) -> None:
         seen: dict[tuple[str, int, str], str] = {}
@@ -444,9 +517,12 @@ class _Parser:
                 key = (port.host_ip, port.host_port, str(port.proto))
                 if key in seen:
                     pnode = self.mapping(boxes_m[bname][1], "", ())["ports"][1].value[i]
-                    self.fail(pnode, f"boxes -> {bname} -> ports[{i}]",
-                              f"host port {port.host_ip}:{port.host_port}/{port.proto} is already "
-                              f"published by {seen[key]}")  # fmt: skip
+                    self.fail(
+                        pnode,
+                        f"boxes -> {bname} -> ports[{i}]",
+                        f"host port {port.host_ip}:{port.host_port}/{port.proto} is already "
+                        f"published by {seen[key]}",
+                    )
                 seen[key] = f"boxes -> {bname} -> ports"
 
     # ---- boxes -----------------------------------------------------------------------------------
@@ -456,9 +532,15 @@ class _Parser:
         if "base" not in m:
             self.fail(node, path, "missing key 'base'", hint="e.g. base: debian:bookworm")
         g = {k: v for k, (_kn, v) in m.items()}
-        base = self.line_safe(g["base"], f"{path} -> base", self.str_(g["base"], f"{path} -> base", "an image reference"))
+        base = self.line_safe(
+            g["base"], f"{path} -> base", self.str_(g["base"], f"{path} -> base", "an image reference")
+        )
         if not base.strip() or any(c.isspace() for c in base):
-            self.fail(g["base"], f"{path} -> base", f"expected an image reference like debian:bookworm, got {base!r}")
+            self.fail(
+                g["base"],
+                f"{path} -> base",
+                f"expected an image reference like debian:bookworm, got {base!r}",
+            )
 
         packages: list[str] = []
         if "packages" in g:
@@ -467,20 +549,43 @@ class _Parser:
                     self.fail(n, f"{path} -> packages[{len(packages)}]", f"invalid package name {p!r}")
                 packages.append(p)
 
-        build = tuple(self.step(n, f"{path} -> build[{i}]")
-                      for i, n in enumerate(self.seq(g["build"], f"{path} -> build"))) if "build" in g else ()  # fmt: skip
-        mounts = tuple(self.mount(n, f"{path} -> mounts[{i}]")
-                       for i, n in enumerate(self.seq(g["mounts"], f"{path} -> mounts"))) if "mounts" in g else ()  # fmt: skip
+        build = (
+            tuple(
+                self.step(n, f"{path} -> build[{i}]")
+                for i, n in enumerate(self.seq(g["build"], f"{path} -> build"))
+            )
+            if "build" in g
+            else ()
+        )
+        mounts = (
+            tuple(
+                self.mount(n, f"{path} -> mounts[{i}]")
+                for i, n in enumerate(self.seq(g["mounts"], f"{path} -> mounts"))
+            )
+            if "mounts" in g
+            else ()
+        )
         targets: dict[str, int] = {}
         for i, mt in enumerate(mounts):
             if mt.target in targets:
-                self.fail(g["mounts"].value[i], f"{path} -> mounts[{i}]",
-                          f"{mt.target} is already mounted by mounts[{targets[mt.target]}]")  # fmt: skip
+                self.fail(
+                    g["mounts"].value[i],
+                    f"{path} -> mounts[{i}]",
+                    f"{mt.target} is already mounted by mounts[{targets[mt.target]}]",
+                )
             targets[mt.target] = i
         env = self.env(g["env"], f"{path} -> env") if "env" in g else {}
-        ports = tuple(self.port(n, f"{path} -> ports[{i}]")
-                      for i, n in enumerate(self.seq(g["ports"], f"{path} -> ports"))) if "ports" in g else ()  # fmt: skip
-        resources_ = self.resources(g["resources"], f"{path} -> resources") if "resources" in g else Resources()
+        ports = (
+            tuple(
+                self.port(n, f"{path} -> ports[{i}]")
+                for i, n in enumerate(self.seq(g["ports"], f"{path} -> ports"))
+            )
+            if "ports" in g
+            else ()
+        )
+        resources_ = (
+            self.resources(g["resources"], f"{path} -> resources") if "resources" in g else Resources()
+        )
         depends_on: list[str] = []
         if "depends_on" in g:
             for i, (n, d) in enumerate(self.str_list(g["depends_on"], f"{path} -> depends_on")):
@@ -491,12 +596,18 @@ class _Parser:
         if "hostname" in g:
             hostname = self.str_(g["hostname"], f"{path} -> hostname")
             if not _HOSTNAME_RE.fullmatch(hostname):
-                self.fail(g["hostname"], f"{path} -> hostname", f"invalid hostname {hostname!r}",
-                          hint="lowercase letters, digits and '-', at most 63 characters")  # fmt: skip
+                self.fail(
+                    g["hostname"],
+                    f"{path} -> hostname",
+                    f"invalid hostname {hostname!r}",
+                    hint="lowercase letters, digits and '-', at most 63 characters",
+                )
         user = self.user(g["user"], f"{path} -> user") if "user" in g else None
         workdir = None
         if "workdir" in g:
-            workdir = self.box_path(g["workdir"], f"{path} -> workdir", self.str_(g["workdir"], f"{path} -> workdir"))
+            workdir = self.box_path(
+                g["workdir"], f"{path} -> workdir", self.str_(g["workdir"], f"{path} -> workdir")
+            )
             self.comment_safe(g["workdir"], f"{path} -> workdir", workdir)
 
         services: dict[str, Service] = {}
@@ -507,15 +618,34 @@ class _Parser:
             for sname, (_k, v) in smap.items():
                 spath = f"{path} -> services -> {sname}"
                 self.check_deps(v, spath, services[sname].depends_on, services, "service")
-            self.check_cycles(smap, {n: s.depends_on for n, s in services.items()}, f"{path} -> services", "service")
+            self.check_cycles(
+                smap, {n: s.depends_on for n, s in services.items()}, f"{path} -> services", "service"
+            )
 
-        watch = tuple(self.watch(n, f"{path} -> watch[{i}]", services)
-                      for i, n in enumerate(self.seq(g["watch"], f"{path} -> watch"))) if "watch" in g else ()  # fmt: skip
+        watch = (
+            tuple(
+                self.watch(n, f"{path} -> watch[{i}]", services)
+                for i, n in enumerate(self.seq(g["watch"], f"{path} -> watch"))
+            )
+            if "watch" in g
+            else ()
+        )
         return Box(
-            name=name, base=base, packages=tuple(packages), build=build, mounts=mounts, env=env,
-            ports=ports, resources=resources_, depends_on=tuple(depends_on), services=services,
-            watch=watch, hostname=hostname, user=user, workdir=workdir,
-        )  # fmt: skip
+            name=name,
+            base=base,
+            packages=tuple(packages),
+            build=build,
+            mounts=mounts,
+            env=env,
+            ports=ports,
+            resources=resources_,
+            depends_on=tuple(depends_on),
+            services=services,
+            watch=watch,
+            hostname=hostname,
+            user=user,
+            workdir=workdir,
+        )
 
     def comment_safe(self, node: yaml.Node, path: str, value: str) -> None:
         p = svconf.comment_problem(value)
@@ -528,8 +658,13 @@ class _Parser:
         m = self.mapping(node, path, (*STEP_KINDS, "to"), "a build step (run, copy, env, workdir or user)")
         kinds = [k for k in m if k in STEP_KINDS]
         if len(kinds) != 1:
-            self.fail(node, path, "a build step needs exactly one of " + ", ".join(STEP_KINDS)
-                      + (f", got {', '.join(kinds)}" if kinds else ""))  # fmt: skip
+            self.fail(
+                node,
+                path,
+                "a build step needs exactly one of "
+                + ", ".join(STEP_KINDS)
+                + (f", got {', '.join(kinds)}" if kinds else ""),
+            )
         kind = StepKind(kinds[0])
         v = m[kind][1]
         p = f"{path} -> {kind}"
@@ -539,8 +674,12 @@ class _Parser:
             return BuildStep(kind, command=self.command(v, p, shell=True))
         if kind is StepKind.COPY:
             if "to" not in m:
-                self.fail(node, path, "a copy step needs 'to' (the destination in the image)",
-                          hint="e.g. {copy: ./app.war, to: /var/lib/tomcat10/webapps/ROOT.war}")  # fmt: skip
+                self.fail(
+                    node,
+                    path,
+                    "a copy step needs 'to' (the destination in the image)",
+                    hint="e.g. {copy: ./app.war, to: /var/lib/tomcat10/webapps/ROOT.war}",
+                )
             src = self.host_path(v, p, self.str_(v, p))
             dst = self.box_path(m["to"][1], f"{path} -> to", self.str_(m["to"][1], f"{path} -> to"))
             return BuildStep(kind, source=src, target=dst)
@@ -582,9 +721,13 @@ class _Parser:
         if target == "/":
             self.fail(tnode, tpath, "cannot mount over / of the box")
         if not allow and not (source == self.root or self.root in source.parents):
-            self.fail(snode, spath, f"{source} is outside the project folder {self.root}",
-                      hint="set `allow_outside: true` on this mount (mapping form) or at the top of "
-                           "the Devboxfile to allow it")  # fmt: skip
+            self.fail(
+                snode,
+                spath,
+                f"{source} is outside the project folder {self.root}",
+                hint="set `allow_outside: true` on this mount (mapping form) or at the top of "
+                "the Devboxfile to allow it",
+            )
         return Mount(source=source, target=target, readonly=ro)
 
     def port(self, node: yaml.Node, path: str) -> Port:
@@ -596,7 +739,9 @@ class _Parser:
             host_port = self.int_(m["host"][1], f"{path} -> host", 1, 65535) if "host" in m else box_port
             host_ip = "127.0.0.1"
             if "host_ip" in m:
-                host_ip = self.ip(m["host_ip"][1], f"{path} -> host_ip", self.str_(m["host_ip"][1], f"{path} -> host_ip"))
+                host_ip = self.ip(
+                    m["host_ip"][1], f"{path} -> host_ip", self.str_(m["host_ip"][1], f"{path} -> host_ip")
+                )
             proto = Proto.TCP
             if "proto" in m:
                 ps = self.str_(m["proto"][1], f"{path} -> proto")
@@ -621,8 +766,12 @@ class _Parser:
             host_ip = self.ip(node, path, parts[0])
             parts = parts[1:]
         if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
-            self.fail(node, path, f"expected HOST:BOX, got {s!r}",
-                      hint="forms: 8080:80, 127.0.0.1:8080:80, 8080:80/udp, or 8080 (same port on both sides)")  # fmt: skip
+            self.fail(
+                node,
+                path,
+                f"expected HOST:BOX, got {s!r}",
+                hint="forms: 8080:80, 127.0.0.1:8080:80, 8080:80/udp, or 8080 (same port on both sides)",
+            )
         nums = [int(p) for p in parts]
         for n in nums:
             if not 1 <= n <= 65535:
@@ -645,7 +794,9 @@ class _Parser:
 
     # ---- services --------------------------------------------------------------------------------
 
-    def service(self, name: str, node: yaml.Node, path: str, box_user: str | None, box_workdir: str | None) -> Service:
+    def service(
+        self, name: str, node: yaml.Node, path: str, box_user: str | None, box_workdir: str | None
+    ) -> Service:
         if isinstance(node, yaml.ScalarNode) and isinstance(self.value(node), str):
             m: dict[str, tuple[yaml.Node, yaml.Node]] = {"command": (node, node)}  # `web: python3 app.py`
         else:
@@ -661,13 +812,19 @@ class _Parser:
             for key, (_k, v) in self.mapping(g["env"], "", ()).items():
                 p = svconf.env_value_problem(env[key])
                 if p:
-                    self.fail(v, f"{path} -> env -> {key}", p,
-                              hint="set it in the box's `env` instead (boxes -> NAME -> env), which "
-                                   "does not go through supervisord.conf")  # fmt: skip
+                    self.fail(
+                        v,
+                        f"{path} -> env -> {key}",
+                        p,
+                        hint="set it in the box's `env` instead (boxes -> NAME -> env), which "
+                        "does not go through supervisord.conf",
+                    )
             kw["env"] = env
         directory = box_workdir
         if "directory" in g:
-            directory = self.box_path(g["directory"], f"{path} -> directory", self.str_(g["directory"], f"{path} -> directory"))
+            directory = self.box_path(
+                g["directory"], f"{path} -> directory", self.str_(g["directory"], f"{path} -> directory")
+            )
             self.comment_safe(g["directory"], f"{path} -> directory", directory)
         kw["directory"] = directory
         if "autostart" in g:
@@ -680,19 +837,32 @@ class _Parser:
             elif v == "unexpected":
                 kw["autorestart"] = AutoRestart.UNEXPECTED
             else:
-                self.fail(n, f"{path} -> autorestart", f"expected true, false or unexpected, got {self.kind(n)}")
+                self.fail(
+                    n, f"{path} -> autorestart", f"expected true, false or unexpected, got {self.kind(n)}"
+                )
         if "exitcodes" in g:
             codes = self.seq(g["exitcodes"], f"{path} -> exitcodes", "a list of exit codes")
-            kw["exitcodes"] = tuple(self.int_(n, f"{path} -> exitcodes[{i}]", 0, 255) for i, n in enumerate(codes))
-        for key, hi in (("startsecs", 3600), ("startretries", 100), ("stopwaitsecs", 3600), ("priority", 9999)):
+            kw["exitcodes"] = tuple(
+                self.int_(n, f"{path} -> exitcodes[{i}]", 0, 255) for i, n in enumerate(codes)
+            )
+        for key, hi in (
+            ("startsecs", 3600),
+            ("startretries", 100),
+            ("stopwaitsecs", 3600),
+            ("priority", 9999),
+        ):
             if key in g:
                 kw[key] = self.int_(g[key], f"{path} -> {key}", 0, hi)
         if "stopsignal" in g:
             sig_s = self.str_(g["stopsignal"], f"{path} -> stopsignal", "a signal name")
             sig = svconf.normalize_signal(sig_s)
             if sig is None:
-                self.fail(g["stopsignal"], f"{path} -> stopsignal", f"unknown signal {sig_s!r}"
-                          + _did_you_mean(sig_s.upper().removeprefix("SIG"), sorted(svconf.SIGNALS)))  # fmt: skip
+                self.fail(
+                    g["stopsignal"],
+                    f"{path} -> stopsignal",
+                    f"unknown signal {sig_s!r}"
+                    + _did_you_mean(sig_s.upper().removeprefix("SIG"), sorted(svconf.SIGNALS)),
+                )
             kw["stopsignal"] = sig
         if "depends_on" in g:
             deps = []
@@ -709,8 +879,12 @@ class _Parser:
         m = self.mapping(node, path, HEALTH_KEYS)
         checks = [k for k in ("tcp", "http", "command") if k in m]
         if len(checks) != 1:
-            self.fail(node, path, "a health check needs exactly one of tcp, http, command"
-                      + (f", got {', '.join(checks)}" if checks else ""))  # fmt: skip
+            self.fail(
+                node,
+                path,
+                "a health check needs exactly one of tcp, http, command"
+                + (f", got {', '.join(checks)}" if checks else ""),
+            )
         kw: dict[str, Any] = {}
         if "tcp" in m:
             kw["tcp"] = self.int_(m["tcp"][1], f"{path} -> tcp", 1, 65535)
@@ -733,8 +907,12 @@ class _Parser:
         self.line_safe(node, path, s)
         mm = re.fullmatch(r"(?:http://(?:localhost|127\.0\.0\.1):)?(\d{1,5})(/[^\s]*)?", s)
         if not mm or not 1 <= int(mm.group(1)) <= 65535:
-            self.fail(node, path, f"expected PORT, PORT/PATH or http://localhost:PORT/PATH, got {s!r}",
-                      hint="the check runs from the host against the box's IP; 'localhost' stands for the box")  # fmt: skip
+            self.fail(
+                node,
+                path,
+                f"expected PORT, PORT/PATH or http://localhost:PORT/PATH, got {s!r}",
+                hint="the check runs from the host against the box's IP; 'localhost' stands for the box",
+            )
         return f"http://localhost:{int(mm.group(1))}{mm.group(2) or '/'}"
 
     # ---- watch -----------------------------------------------------------------------------------
@@ -745,8 +923,14 @@ class _Parser:
             if req not in m:
                 self.fail(node, path, f"missing key {req!r}")
         wpath = self.host_path(m["path"][1], f"{path} -> path", self.str_(m["path"][1], f"{path} -> path"))
-        include = tuple(s for _n, s in self.str_list(m["include"][1], f"{path} -> include")) if "include" in m else ()
-        ignore = tuple(s for _n, s in self.str_list(m["ignore"][1], f"{path} -> ignore")) if "ignore" in m else ()
+        include = (
+            tuple(s for _n, s in self.str_list(m["include"][1], f"{path} -> include"))
+            if "include" in m
+            else ()
+        )
+        ignore = (
+            tuple(s for _n, s in self.str_list(m["ignore"][1], f"{path} -> ignore")) if "ignore" in m else ()
+        )
         anode = m["action"][1]
         apath = f"{path} -> action"
         a = self.line_safe(anode, apath, self.str_(anode, apath, "an action like 'restart web'"))
@@ -754,8 +938,12 @@ class _Parser:
         rest = rest.strip()
         actions = [x.value for x in WatchAction]
         if verb not in actions:
-            self.fail(anode, apath, f"unknown action {verb!r}" + _did_you_mean(verb, actions),
-                      hint="actions: restart SERVICE, signal SERVICE SIGNAL, exec COMMAND, sync DEST, rebuild")  # fmt: skip
+            self.fail(
+                anode,
+                apath,
+                f"unknown action {verb!r}" + _did_you_mean(verb, actions),
+                hint="actions: restart SERVICE, signal SERVICE SIGNAL, exec COMMAND, sync DEST, rebuild",
+            )
         action = WatchAction(verb)
         args: tuple[str, ...]
         if action is WatchAction.EXEC:
@@ -772,16 +960,23 @@ class _Parser:
             except ValueError as e:
                 self.fail(anode, apath, f"cannot split the action: {e}")
             want = {WatchAction.RESTART: 1, WatchAction.SIGNAL: 2, WatchAction.SYNC: 1}[action]
-            usage = {WatchAction.RESTART: "restart SERVICE", WatchAction.SIGNAL: "signal SERVICE SIGNAL",
-                     WatchAction.SYNC: "sync DEST"}[action]  # fmt: skip
+            usage = {
+                WatchAction.RESTART: "restart SERVICE",
+                WatchAction.SIGNAL: "signal SERVICE SIGNAL",
+                WatchAction.SYNC: "sync DEST",
+            }[action]
             if len(words) != want:
                 self.fail(anode, apath, f"expected '{usage}', got {a!r}")
             if action is WatchAction.SYNC:
                 args = (self.box_path(anode, apath, words[0]),)
             else:
                 if words[0] not in services:
-                    self.fail(anode, apath, f"no service named {words[0]!r} in this box"
-                              + _did_you_mean(words[0], list(services)))  # fmt: skip
+                    self.fail(
+                        anode,
+                        apath,
+                        f"no service named {words[0]!r} in this box"
+                        + _did_you_mean(words[0], list(services)),
+                    )
                 if action is WatchAction.SIGNAL:
                     sig = svconf.normalize_signal(words[1])
                     if sig is None:

@@ -50,9 +50,9 @@ EXITED = "EXITED"
 STOPPED = "STOPPED"
 STOPPING = "STOPPING"
 UNKNOWN = "UNKNOWN"
-RUNNING_STATES = frozenset(getProcessStateDescription(c) for c in _RUNNING_CODES)
-STOPPED_STATES = frozenset(getProcessStateDescription(c) for c in _STOPPED_CODES)
-SUPERVISOR_RUNNING = getSupervisorStateDescription(SupervisorStates.RUNNING)
+RUNNING_STATES = frozenset(str(getProcessStateDescription(c)) for c in _RUNNING_CODES)
+STOPPED_STATES = frozenset(str(getProcessStateDescription(c)) for c in _STOPPED_CODES)
+SUPERVISOR_RUNNING: str = str(getSupervisorStateDescription(SupervisorStates.RUNNING))
 _FAULT_NAMES = {v: k for k, v in vars(Faults).items() if not k.startswith("_") and isinstance(v, int)}
 
 
@@ -82,6 +82,11 @@ class ProcessInfo:
     exitstatus: int
     spawnerr: str
     description: str
+
+    @property
+    def statename(self) -> str:
+        """Same as `state` (supervisor's own key name)."""
+        return self.state
 
     @property
     def uptime(self) -> int:
@@ -114,7 +119,7 @@ class UpdateResult:
         return not (self.added or self.changed or self.removed)
 
 
-class _Connection(UnixStreamHTTPConnection):
+class _Connection(UnixStreamHTTPConnection):  # type: ignore[misc]  # supervisor has no type hints
     def __init__(self, run_dir: str, sock_name: str, timeout: float) -> None:
         super().__init__("localhost")
         self.run_dir = run_dir
@@ -125,7 +130,7 @@ class _Connection(UnixStreamHTTPConnection):
         self.sock = connect_unix(self.run_dir, self.sock_name, self.timeout)
 
 
-class _Transport(SupervisorTransport):
+class _Transport(SupervisorTransport):  # type: ignore[misc]
     def __init__(self, run_dir: str, sock_name: str, timeout: float) -> None:
         super().__init__(None, None, "unix://" + os.path.join(run_dir, sock_name))
         self._get_connection = lambda: _Connection(run_dir, sock_name, timeout)

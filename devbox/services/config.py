@@ -66,7 +66,9 @@ def comment_problem(value: str) -> str | None:
     """Why `value` would be cut by supervisor's inline comments (" ;" or " #"), else None."""
     for i, ch in enumerate(value):
         if ch in ";#" and i > 0 and value[i - 1].isspace():
-            return f"must not contain {value[i - 1 : i + 1]!r}: supervisor reads it as the start of a comment"
+            return (
+                f"must not contain {value[i - 1 : i + 1]!r}: supervisor reads it as the start of a comment"
+            )
     return None
 
 
@@ -83,7 +85,7 @@ def env_value_problem(value: str) -> str | None:
 
 
 def normalize_signal(name: str) -> str | None:
-    """"hup", "SIGHUP", "HUP" -> "HUP"; None when it is not a signal supervisor knows."""
+    """ "hup", "SIGHUP", "HUP" -> "HUP"; None when it is not a signal supervisor knows."""
     n = name.strip().upper()
     n = n[3:] if n.startswith("SIG") else n
     return n if n in SIGNALS else None
@@ -227,7 +229,9 @@ def render(
     text = Template(template).substitute(
         box=box.name,
         sock=ini(sock_path),
-        user_line=f"user={run_as}" if run_as is not None else "; user= (not set: supervisord runs as its caller)",
+        user_line=f"user={run_as}"
+        if run_as is not None
+        else "; user= (not set: supervisord runs as its caller)",
         log_dir=log_dir,
         maxbytes=LOG_MAXBYTES,
         backups=LOG_BACKUPS,

@@ -186,7 +186,11 @@ def wait_healthy(
     their checks, or one fails, or `deadline` (time.monotonic()) passes. Never raises for a service
     failure: the report says what happened (report.raise_for_failure() turns it into an error)."""
     t0 = time.monotonic()
-    names = services if services is not None else [n for n in box.service_order() if not box.services[n].starts_later]
+    names = (
+        services
+        if services is not None
+        else [n for n in box.service_order() if not box.services[n].starts_later]
+    )
     unknown = [n for n in names if n not in box.services]
     if unknown:
         raise ServiceError(f"box {box.name}: no service named {unknown[0]!r}")
@@ -208,18 +212,24 @@ def wait_healthy(
             p = pending[name]
             info = infos.get(name)
             if info is None:
-                results[name] = _failure(client, None, name, "supervisord does not know this program (config not loaded?)")
+                results[name] = _failure(
+                    client, None, name, "supervisord does not know this program (config not loaded?)"
+                )
                 return _report(box, names, results, pending, infos, t0, client, NOT_CHECKED)
             if info.state == FATAL:
                 why = info.spawnerr or info.description or "exited too quickly"
                 results[name] = _failure(client, info, name, f"FATAL: {why}")
                 return _report(box, names, results, pending, infos, t0, client, NOT_CHECKED)
             if info.state == EXITED and _exit_is_final(p.svc, info):
-                results[name] = _failure(client, info, name, f"exited with status {info.exitstatus} and will not be restarted")
+                results[name] = _failure(
+                    client, info, name, f"exited with status {info.exitstatus} and will not be restarted"
+                )
                 return _report(box, names, results, pending, infos, t0, client, NOT_CHECKED)
             if info.state != RUNNING:
                 p.running_since = None
-                p.last_problem = f"{info.state}" + (f": {info.spawnerr}" if info.spawnerr and info.state == BACKOFF else "")
+                p.last_problem = f"{info.state}" + (
+                    f": {info.spawnerr}" if info.spawnerr and info.state == BACKOFF else ""
+                )
                 continue
             if info.pid != p.pid or p.running_since is None:
                 p.pid, p.running_since, p.failures, p.next_check = info.pid, now, 0, now
@@ -240,14 +250,18 @@ def wait_healthy(
             in_grace = (now - p.running_since) < health.start_period
             p.failures = 0 if in_grace else p.failures + 1
             if p.failures >= health.retries:
-                results[name] = _failure(client, info, name, f"unhealthy after {p.failures} failed checks: {problem}")
+                results[name] = _failure(
+                    client, info, name, f"unhealthy after {p.failures} failed checks: {problem}"
+                )
                 return _report(box, names, results, pending, infos, t0, client, NOT_CHECKED)
         if not pending:
             break
         now = time.monotonic()
         if now >= deadline:
             return _report(box, names, results, pending, infos, t0, client, None)
-        wake = min([deadline, now + POLL] + [p.next_check for p in pending.values() if p.running_since is not None])
+        wake = min(
+            [deadline, now + POLL] + [p.next_check for p in pending.values() if p.running_since is not None]
+        )
         time.sleep(max(0.0, min(POLL, wake - now)))
     return HealthReport(box.name, _ordered(names, results), None, time.monotonic() - t0)
 

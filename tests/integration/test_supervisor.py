@@ -50,7 +50,9 @@ class Running:
 
     def write(self, box: Box) -> None:
         run_as = "root" if os.geteuid() == 0 else None
-        self.conf.write_text(config.render(box, os.fspath(self.sock), os.fspath(self.log_dir), run_as=run_as))
+        self.conf.write_text(
+            config.render(box, os.fspath(self.sock), os.fspath(self.log_dir), run_as=run_as)
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:

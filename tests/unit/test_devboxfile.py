@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (tables of exact error messages read best one per line)
 """Devboxfile -> model: every validation error class with its exact message and line number."""
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def test_full_example(proj: Path) -> None:
     b = p.boxes["legacy"]
     assert b.base == "debian:bookworm" and b.hostname == "legacy"
     assert b.build == (
-        BuildStep(StepKind.RUN, command=("/bin/sh", "-c", 'echo "JAVA_OPTS=-Xmx256m" >> /etc/default/tomcat10')),
+        BuildStep(
+            StepKind.RUN, command=("/bin/sh", "-c", 'echo "JAVA_OPTS=-Xmx256m" >> /etc/default/tomcat10')
+        ),
         BuildStep(StepKind.COPY, source=proj / "conf/server.xml", target="/etc/tomcat10/server.xml"),
         BuildStep(StepKind.ENV, env={"A": "1"}),
         BuildStep(StepKind.WORKDIR, target="/srv"),
@@ -115,7 +118,12 @@ def test_full_example(proj: Path) -> None:
     assert s.starts_later and not t.starts_later
     assert b.service_order() == ["tomcat", "sidecar"]
     w = b.watch
-    assert (w[0].action, w[0].args, w[0].include, w[0].ignore) == (WatchAction.RESTART, ("tomcat",), ("*.java",), ("target",))
+    assert (w[0].action, w[0].args, w[0].include, w[0].ignore) == (
+        WatchAction.RESTART,
+        ("tomcat",),
+        ("*.java",),
+        ("target",),
+    )
     assert w[0].path == proj / "legacy/src"
     assert (w[1].action, w[1].args) == (WatchAction.SIGNAL, ("tomcat", "HUP"))
     assert (w[2].action, w[2].args) == (WatchAction.EXEC, ("/bin/sh", "-c", "make -C /srv/app"))
@@ -298,7 +306,9 @@ def test_error_names_file_relative_to_cwd(proj: Path, monkeypatch: pytest.Monkey
 
 
 def test_mount_outside_with_opt_in(proj: Path) -> None:
-    b = load(proj, "boxes:\n  a:\n    base: x\n    mounts: [{source: /etc, target: /h, allow_outside: true}]\n")
+    b = load(
+        proj, "boxes:\n  a:\n    base: x\n    mounts: [{source: /etc, target: /h, allow_outside: true}]\n"
+    )
     assert b.boxes["a"].mounts == (Mount(Path("/etc"), "/h"),)
     b = load(proj, "allow_outside: true\nboxes:\n  a:\n    base: x\n    mounts: ['/etc:/h:ro']\n")
     assert b.boxes["a"].mounts == (Mount(Path("/etc"), "/h", True),)
@@ -314,7 +324,10 @@ def test_hashes_stable_and_sensitive(proj: Path) -> None:
     assert a1.services_hash() == a2.services_hash()
     assert len(a1.config_hash()) == 64
     # env order does not matter
-    assert load(proj, base.replace("{A: '1', B: '2'}", "{B: '2', A: '1'}")).boxes["a"].config_hash() == a1.config_hash()
+    assert (
+        load(proj, base.replace("{A: '1', B: '2'}", "{B: '2', A: '1'}")).boxes["a"].config_hash()
+        == a1.config_hash()
+    )
     # box-level changes: recreate, not a services reload
     for old, new in [("debian:bookworm", "debian:trixie"), ("A: '1'", "A: '3'")]:
         b = load(proj, base.replace(old, new)).boxes["a"]
@@ -353,6 +366,8 @@ def test_parse_memory(value: str | int, expected: int) -> None:
     assert devboxfile.parse_memory(value) == expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [("500ms", 0.5), ("2s", 2.0), ("1m", 60.0), (3, 3.0), ("0.25", 0.25)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("500ms", 0.5), ("2s", 2.0), ("1m", 60.0), (3, 3.0), ("0.25", 0.25)]
+)
 def test_parse_duration(value: str | float, expected: float) -> None:
     assert devboxfile.parse_duration(value) == expected

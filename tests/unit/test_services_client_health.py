@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (tables of exact error messages read best one per line)
 """services.client and services.health against recording fakes (no supervisord)."""
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ class FakeSupervisor:
 
 
 def make_box(services: str) -> Box:
-    return devboxfile.loads(f"boxes:\n  b:\n    base: x\n    services:\n{services}", Path("/p/Devboxfile")).boxes["b"]
+    return devboxfile.loads(
+        f"boxes:\n  b:\n    base: x\n    services:\n{services}", Path("/p/Devboxfile")
+    ).boxes["b"]
 
 
 def test_fatal_fails_fast_with_log_lines() -> None:
@@ -159,7 +162,9 @@ def test_start_in_order_waits_for_dependencies() -> None:
 
 
 def test_command_check_uses_run_in_box() -> None:
-    box = make_box("      s: {command: x, health: {command: 'test -e /ready', start_period: 0s, retries: 2, interval: 1ms}}\n")
+    box = make_box(
+        "      s: {command: x, health: {command: 'test -e /ready', start_period: 0s, retries: 2, interval: 1ms}}\n"
+    )
     codes = iter([1, 1])
     seen: list[list[str]] = []
 
@@ -172,7 +177,9 @@ def test_command_check_uses_run_in_box() -> None:
         "unhealthy after 2 failed checks: command ['/bin/sh', '-c', 'test -e /ready'] exited with status 1"
     )
     assert seen[0] == ["timeout", "-s", "KILL", "1", "/bin/sh", "-c", "test -e /ready"]
-    rep = health.wait_healthy(FakeSupervisor({"s": ["RUNNING"]}), box, None, lambda a: 0, time.monotonic() + 5)  # type: ignore[arg-type]
+    rep = health.wait_healthy(
+        FakeSupervisor({"s": ["RUNNING"]}), box, None, lambda a: 0, time.monotonic() + 5
+    )  # type: ignore[arg-type]
     assert rep.ok and rep.services["s"].message == "RUNNING, check passed"
 
 
@@ -196,7 +203,10 @@ def test_http_and_tcp_checks() -> None:
         assert health.check_http(url + "/ok", "127.0.0.1", 1) is None
         assert health.check_http(url + "/missing", "127.0.0.1", 1) is None
         assert health.check_http(url + "/moved", "127.0.0.1", 1) is None
-        assert health.check_http(url + "/broken", "127.0.0.1", 1) == f"http http://127.0.0.1:{port}/broken: status 503"
+        assert (
+            health.check_http(url + "/broken", "127.0.0.1", 1)
+            == f"http http://127.0.0.1:{port}/broken: status 503"
+        )
         assert health.check_tcp("127.0.0.1", port, 1) is None
     finally:
         srv.shutdown()

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (tables of exact error messages read best one per line)
 """supervisord.conf rendering: golden output, escaping, and round trips through supervisor's own parser."""
 
 from __future__ import annotations
@@ -142,7 +143,10 @@ def test_command_quoting_round_trips(tmp_path: Path, arg: str) -> None:
 def test_command_quoting_fuzz(tmp_path: Path) -> None:
     rnd = random.Random(1234)
     alphabet = "ab ;#%'\"\\\t=,:()[]$`é"
-    argvs = [tuple("".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 12))) for _ in range(4)) for _ in range(200)]
+    argvs = [
+        tuple("".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 12))) for _ in range(4))
+        for _ in range(200)
+    ]
     services = {f"s{i}": Service(name=f"s{i}", command=("p", *a)) for i, a in enumerate(argvs)}
     box = Box(name="b", base="x", services=services)
     progs = parse(config.render(box, f"{tmp_path}/s.sock", str(tmp_path), run_as=None))
@@ -152,13 +156,24 @@ def test_command_quoting_fuzz(tmp_path: Path) -> None:
 
 
 def test_env_round_trips(tmp_path: Path) -> None:
-    env = {"A": "x y", "B": "a,b=c", "C": "100%", "D": "%(ENV_HOME)s", "E": "it's", "F": 'say "hi" now', "G": "", "H": "#x;y"}
+    env = {
+        "A": "x y",
+        "B": "a,b=c",
+        "C": "100%",
+        "D": "%(ENV_HOME)s",
+        "E": "it's",
+        "F": 'say "hi" now',
+        "G": "",
+        "H": "#x;y",
+    }
     box = Box(name="b", base="x", services={"s": Service(name="s", command=("p",), env=env)})
     assert parse(config.render(box, f"{tmp_path}/s.sock", str(tmp_path), run_as=None))["s"][1] == env
 
 
 def test_escaped_directory_and_percent(tmp_path: Path) -> None:
-    box = Box(name="b", base="x", services={"s": Service(name="s", command=("p",), directory="/srv/100%(here)s")})
+    box = Box(
+        name="b", base="x", services={"s": Service(name="s", command=("p",), directory="/srv/100%(here)s")}
+    )
     conf = config.render(box, f"{tmp_path}/s.sock", str(tmp_path), run_as=None)
     assert "directory=/srv/100%%(here)s\n" in conf
     assert parse(conf)["s"][2] == "/srv/100%(here)s"

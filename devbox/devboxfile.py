@@ -46,6 +46,7 @@ from devbox.model import (
     WatchAction,
     WatchRule,
 )
+from devbox.runtime import resources as rt_resources
 from devbox.services import config as svconf
 
 FILENAME = "Devboxfile"
@@ -93,11 +94,8 @@ STEP_KINDS = tuple(k.value for k in StepKind)
 
 _HOSTNAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.:~-]*(=[A-Za-z0-9+.:~-]+)?")
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.I)
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-MIN_MEMORY = 4 << 20
 
 
 # --------------------------------------------------------------------------------------------------
@@ -153,37 +151,17 @@ def default_project_name(folder_name: str) -> str:
 
 
 def parse_memory(value: str | int) -> int:
-    """'512m', '1g', '1.5GiB', 1073741824 -> bytes (units are powers of 1024)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    else:
-        m = _SIZE_RE.fullmatch(str(value).strip())
-        if not m:
-            raise ConfigError(f"expected a size like 512m or 2g, got {value!r}")
-        n = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    if n < MIN_MEMORY:
-        raise ConfigError(f"must be at least 4m, got {value!r}")
-    return n
+    """'512m', '1g', '1.5GiB', 1073741824 -> bytes (powers of 1024; at least 6m). The engine's parser,
+    so that a Devboxfile and `devbox run --memory` accept the same values."""
+    return rt_resources.parse_memory(value, "memory")
 
 
 def parse_cpus(value: str | float) -> float:
-    try:
-        n = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"expected a number of CPUs like 1 or 0.5, got {value!r}") from None
-    if isinstance(value, bool) or not 0.01 <= n <= 1024:
-        raise ConfigError(f"expected a number of CPUs between 0.01 and 1024, got {value!r}")
-    return n
+    return rt_resources.parse_cpus(value, "cpus")
 
 
 def parse_pids(value: str | int) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"expected a number of processes, got {value!r}") from None
-    if isinstance(value, bool) or not 8 <= n <= 4_194_304:
-        raise ConfigError(f"expected a number of processes between 8 and 4194304, got {value!r}")
-    return n
+    return rt_resources.parse_pids(value, "pids")
 
 
 def parse_duration(value: str | float) -> float:
@@ -511,19 +489,23 @@ class _Parser:
             )
 
     def check_ports(self, boxes_m: dict[str, tuple[yaml.Node, yaml.Node]], boxes: dict[str, Box]) -> None:
-        seen: dict[tuple[str, int, str], str] = {}
+        """No two published ports may bind the same host port (0.0.0.0 / :: overlap every address)."""
+        seen: list[tuple[Port, str]] = []
         for bname, box in boxes.items():
             for i, port in enumerate(box.ports):
-                key = (port.host_ip, port.host_port, str(port.proto))
-                if key in seen:
-                    pnode = self.mapping(boxes_m[bname][1], "", ())["ports"][1].value[i]
-                    self.fail(
-                        pnode,
-                        f"boxes -> {bname} -> ports[{i}]",
-                        f"host port {port.host_ip}:{port.host_port}/{port.proto} is already "
-                        f"published by {seen[key]}",
-                    )
-                seen[key] = f"boxes -> {bname} -> ports"
+                for other, where in seen:
+                    if (other.host_port, other.proto) != (port.host_port, port.proto):
+                        continue
+                    ips = {other.host_ip, port.host_ip}
+                    if len(ips) == 1 or ips & {"0.0.0.0", "::"}:
+                        pnode = self.mapping(boxes_m[bname][1], "", ())["ports"][1].value[i]
+                        self.fail(
+                            pnode,
+                            f"boxes -> {bname} -> ports[{i}]",
+                            f"host port {port.host_ip}:{port.host_port}/{port.proto} is already "
+                            f"published by {where}",
+                        )
+                seen.append((port, f"boxes -> {bname} -> ports[{i}]"))
 
     # ---- boxes -----------------------------------------------------------------------------------
 

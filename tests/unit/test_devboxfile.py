@@ -189,7 +189,9 @@ def test_find_walks_up(proj: Path) -> None:
         ("boxes:\n  web:\n    base: x\n    ports: [{host: 80}]\n",
          "Devboxfile:4 boxes -> web -> ports[0]: missing key 'box' (the port inside the box)"),
         ("boxes:\n  a: {base: x, ports: [8080]}\n  b: {base: x, ports: ['8080:80']}\n",
-         "Devboxfile:3 boxes -> b -> ports[0]: host port 127.0.0.1:8080/tcp is already published by boxes -> a -> ports"),
+         "Devboxfile:3 boxes -> b -> ports[0]: host port 127.0.0.1:8080/tcp is already published by boxes -> a -> ports[0]"),
+        ("boxes:\n  a:\n    base: x\n    ports: ['0.0.0.0:80:80', '127.0.0.1:81:80', '127.0.0.1:80:81']\n",
+         "Devboxfile:4 boxes -> a -> ports[2]: host port 127.0.0.1:80/tcp is already published by boxes -> a -> ports[0]"),
         # dependencies
         ("boxes:\n  a: {base: x, depends_on: [dbb]}\n  db: {base: x}\n",
          "Devboxfile:2 boxes -> a -> depends_on[0]: no box named 'dbb' (did you mean 'db'?)"),
@@ -203,13 +205,13 @@ def test_find_walks_up(proj: Path) -> None:
          "Devboxfile:5 boxes -> a -> services -> s -> depends_on[0]: no service named 'web'"),
         # resources
         ("boxes:\n  a:\n    base: x\n    resources: {memory: lots}\n",
-         "Devboxfile:4 boxes -> a -> resources -> memory: expected a size like 512m or 2g, got 'lots'"),
+         "Devboxfile:4 boxes -> a -> resources -> memory: invalid memory value 'lots'"),
         ("boxes:\n  a:\n    base: x\n    resources: {memory: 1m}\n",
-         "Devboxfile:4 boxes -> a -> resources -> memory: must be at least 4m, got '1m'"),
+         "Devboxfile:4 boxes -> a -> resources -> memory: invalid memory value '1m': the minimum is 6m"),
         ("boxes:\n  a:\n    base: x\n    resources: {cpus: 0}\n",
-         "Devboxfile:4 boxes -> a -> resources -> cpus: expected a number of CPUs between 0.01 and 1024, got 0"),
+         "Devboxfile:4 boxes -> a -> resources -> cpus: invalid cpus value '0': the minimum is 0.01"),
         ("boxes:\n  a:\n    base: x\n    resources: {pids: many}\n",
-         "Devboxfile:4 boxes -> a -> resources -> pids: expected a number of processes, got 'many'"),
+         "Devboxfile:4 boxes -> a -> resources -> pids: invalid pids value 'many'"),
         # mounts
         ("boxes:\n  a:\n    base: x\n    mounts: ['../other:/srv']\n",
          "Devboxfile:4 boxes -> a -> mounts[0]: {parent}/other is outside the project folder {proj}"),

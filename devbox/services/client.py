@@ -169,6 +169,29 @@ def connect_unix(run_dir: str, sock_name: str, timeout: float) -> socket.socket:
         os.close(dfd)
 
 
+def open_box_file(dir_path: str | os.PathLike[str], name: str) -> int:
+    """Open `dir_path/name` for reading when the box can write `dir_path` (the run dir, the program
+    log dir): neither the directory nor the file may be a symlink, and the file must be a regular
+    file, so a box cannot make the host read /etc/shadow through `devbox logs`. Returns a file
+    descriptor (wrap it with os.fdopen(fd, "rb")); raises ServiceError."""
+    if "/" in name or name in ("", ".", ".."):
+        raise ServiceError(f"invalid file name {name!r}")
+    try:
+        dfd = os.open(dir_path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise ServiceError(f"{os.fspath(dir_path)}: {e.strerror}") from None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError as e:
+        raise ServiceError(f"{os.fspath(dir_path)}/{name}: {e.strerror}") from None
+    finally:
+        os.close(dfd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ServiceError(f"{os.fspath(dir_path)}/{name} is not a regular file; refusing to read it")
+    return fd
+
+
 class Supervisor:
     """One box's supervisord, reached at `sock_path` (a path on the host, in the host-owned run dir).
 

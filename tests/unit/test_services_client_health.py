@@ -215,3 +215,24 @@ def test_http_and_tcp_checks() -> None:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     assert health.check_tcp("127.0.0.1", closed, 1) == f"tcp 127.0.0.1:{closed}: Connection refused"
+
+
+def test_open_box_file_refuses_symlinks_and_specials(tmp_path: Path) -> None:
+    import os
+
+    from devbox.services.client import open_box_file
+
+    (tmp_path / "web.out.log").write_text("hello\n")
+    with os.fdopen(open_box_file(tmp_path, "web.out.log"), "rb") as f:
+        assert f.read() == b"hello\n"
+    (tmp_path / "evil.out.log").symlink_to("/etc/passwd")
+    with pytest.raises(ServiceError, match="evil.out.log: Too many levels of symbolic links"):
+        open_box_file(tmp_path, "evil.out.log")
+    os.mkfifo(tmp_path / "fifo.log")
+    with pytest.raises(ServiceError, match="is not a regular file"):
+        open_box_file(tmp_path, "fifo.log")
+    (tmp_path.parent / f"{tmp_path.name}-link").symlink_to(tmp_path)
+    with pytest.raises(ServiceError, match="Not a directory|Too many levels"):
+        open_box_file(tmp_path.parent / f"{tmp_path.name}-link", "web.out.log")
+    with pytest.raises(ServiceError, match="invalid file name"):
+        open_box_file(tmp_path, "../x")

@@ -120,6 +120,13 @@ def _link_exists(ifname: str) -> bool:
     return os.path.exists(f"/sys/class/net/{ifname}")
 
 
+def _list_links() -> list[str]:
+    try:
+        return os.listdir("/sys/class/net")
+    except OSError:  # pragma: no cover
+        return []
+
+
 def _link_alias(ifname: str) -> str:
     try:
         with open(f"/sys/class/net/{ifname}/ifalias") as f:
@@ -286,15 +293,26 @@ def _setup_bridge(ipr: Any, net: dict[str, Any]) -> None:
 
 
 def _ensure_bridges(nets: list[dict[str, Any]]) -> list[str]:
-    """Recreate the bridges of `nets` that vanished (reboot, someone ran `ip link del`)."""
+    """Recreate the bridges of `nets` that vanished (reboot, someone ran `ip link del`), and put
+    the veths of running containers back on their bridge."""
     missing = [n for n in nets if not _link_exists(n["bridge"])]
-    if not missing:
+    loose = [
+        (n["bridge"], lease["host_veth"])
+        for n in nets
+        for lease in n["leases"].values()
+        if lease.get("active", True) and _link_exists(lease["host_veth"])
+        and _link_master(lease["host_veth"]) != n["bridge"]
+    ]  # fmt: skip
+    if not missing and not loose:
         return []
     IPRoute, _ = _netlink()
     with IPRoute() as ipr:
         for n in missing:
             log.debug("‣ recreate bridge %s of network %s", n["bridge"], n["name"])
             _setup_bridge(ipr, n)
+        for br, veth in loose:
+            log.debug("‣ put %s back on %s", veth, br)
+            ipr.link("set", index=ipr.link_lookup(ifname=veth)[0], master=ipr.link_lookup(ifname=br)[0])
     return [n["name"] for n in missing]
 
 
@@ -652,11 +670,7 @@ def reconcile(live_container_ids: set[str]) -> None:
             lease["host_veth"] for n in nets for lease in n["leases"].values() if lease.get("active", True)
         }
         tag = link_tag()
-        try:
-            present = os.listdir("/sys/class/net")
-        except OSError:  # pragma: no cover
-            present = []
-        for ifname in present:
+        for ifname in _list_links():
             if ifname.startswith(VETH_PREFIX) and ifname not in wanted and _link_alias(ifname) == tag:
                 doomed.append(ifname)
         _delete_links(sorted(set(doomed)))

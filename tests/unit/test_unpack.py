@@ -182,3 +182,44 @@ def test_corrupt_gzip_is_an_image_error(tmp_path: Path) -> None:
     data = make_tar([entry("f", data=os.urandom(100_000))], compress=True)
     with pytest.raises(ImageError):
         extract_bytes(tmp_path, data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_long_names_in_every_format(tmp_path: Path, fmt: int) -> None:
+    deep = "/".join(["d" * 40] * 3)  # 122 chars: ustar prefix, GNU 'L', pax path
+    long_target = "t" * 90 + "/" + "x" * 30
+    entries = [entry(deep, tarfile.DIRTYPE), entry(f"{deep}/file", data=b"deep"),
+               entry("ln", tarfile.SYMTYPE, link=long_target if fmt != tarfile.USTAR_FORMAT else "short")]  # fmt: skip
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=fmt) as tf:
+        for ti, data in entries:
+            ti.pax_headers = {}
+            tf.addfile(ti, io.BytesIO(data) if ti.type == tarfile.REGTYPE else None)
+    dest, res = extract_bytes(tmp_path, raw.getvalue())
+    assert (dest / deep / "file").read_bytes() == b"deep"
+    assert os.readlink(dest / "ln") == (long_target if fmt != tarfile.USTAR_FORMAT else "short")
+    assert res.diff_id == "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
+
+
+def test_large_ids_and_base256(tmp_path: Path) -> None:
+    tar = make_tar([entry("f", data=b"x", uid=3_000_000, gid=3_000_001)])
+    dest, _ = extract_bytes(tmp_path, tar)
+    st = os.lstat(dest / "f")
+    assert (st.st_uid, st.st_gid) == (3_000_000, 3_000_001)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tf:  # uid in base-256
+        ti, data = entry("g", data=b"y", uid=0o10000000 + 5)
+        tf.addfile(ti, io.BytesIO(data))
+    (tmp_path / "b").mkdir()
+    dest2, _ = extract_bytes(tmp_path / "b", raw.getvalue())
+    assert os.lstat(dest2 / "g").st_uid == 0o10000000 + 5
+
+
+def test_bad_checksum_is_refused(tmp_path: Path) -> None:
+    from devbox.errors import ImageError
+
+    tar = bytearray(make_tar([entry("f", data=b"x")]))
+    tar[0] ^= 1  # corrupt the name without fixing the checksum
+    with pytest.raises(ImageError) as ei:
+        extract_bytes(tmp_path, bytes(tar))
+    assert "checksum" in str(ei.value)

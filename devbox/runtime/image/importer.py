@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ARCHIVE_NAME = re.compile(r"^(\./)?(blobs(/sha256(/[0-9a-f]{64})?)?/?|index\.json|manifest\.json|oci-layout|"
-                           r"repositories|[0-9a-f]{64}(\.json|/|/layer\.tar|/json|/VERSION)?)$")  # fmt: skip
+                           r"repositories|[0-9a-f]{64}(\.json|\.tar|/|/layer\.tar|/json|/VERSION)?)$")  # fmt: skip
 _COMPRESSED_MEDIA = {"none": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}
 
 
@@ -144,14 +144,16 @@ def _import_rootfs(store: ImageStore, path: Path, ref: str) -> Image:
 
 
 def _safe_file(root: Path, rel: str) -> Path:
-    """`rel` inside `root`, refusing escapes (archives are untrusted) and symlinks."""
+    """`rel` inside `root`, refusing escapes: archives are untrusted (symlinks are followed only when
+    they stay inside the archive, as docker save's <id>/layer.tar -> ../<hex>.tar do)."""
     if rel.startswith("/") or ".." in rel.split("/"):
         raise ImageError(f"archive refers to {rel!r} outside itself", hint="the archive is corrupt or hostile")
-    p = root / rel
-    real = os.path.realpath(p)
-    if not real.startswith(os.path.realpath(root) + os.sep) or os.path.islink(p) or not p.is_file():
+    real = os.path.realpath(root / rel)
+    if not real.startswith(os.path.realpath(root) + os.sep):
+        raise ImageError(f"archive entry {rel!r} points outside the archive", hint="the archive is corrupt or hostile")
+    if not os.path.isfile(real) or os.path.islink(real):
         raise ImageError(f"archive entry {rel!r} is missing or not a regular file", hint="the archive is corrupt")
-    return p
+    return Path(real)
 
 
 def _blob_file(root: Path, digest: str) -> Path:

@@ -115,6 +115,13 @@ def _netlink_locked() -> tuple[Any, Any]:
             loader = spec.loader
 
             def _full_init(name: str) -> Any:
+                # `from pyroute2 import config` asks the package first: hand out submodules as such
+                if not name.startswith("__"):
+                    try:
+                        return importlib.import_module(f"pyroute2.{name}")
+                    except ModuleNotFoundError as e:
+                        if e.name != f"pyroute2.{name}":
+                            raise
                 d = pkg.__dict__
                 d.pop("__getattr__", None)
                 exec(loader.get_code("pyroute2"), d)  # type: ignore[attr-defined]  # noqa: S102

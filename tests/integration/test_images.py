@@ -148,3 +148,20 @@ def test_fixtures(session_root: Path, busybox_image: str, debian_image: str) -> 
     assert (store.layer_dirs(bb)[0] / "bin/busybox").is_file()
     deb = ensure_image(store, debian_image)
     assert (store.layer_dirs(deb)[0] / "usr/bin/python3").exists()
+
+
+@pytest.mark.debian
+def test_ensure_image_bootstraps_debian_trixie(session_root: Path) -> None:
+    """A missing debian:SUITE is bootstrapped on demand (trixie, from bookworm's mmdebstrap)."""
+    if not shutil.which("mmdebstrap"):
+        pytest.skip("mmdebstrap is not installed")
+    from devbox.runtime.image import ensure_image
+    from devbox.runtime.image.store import ImageStore
+
+    store = ImageStore(session_root)
+    img = ensure_image(store, "debian:trixie")
+    assert img.ref == "debian:trixie" and img.config["config"]["Cmd"] == ["bash"]
+    layer = store.layer_dirs(img)[0]
+    assert 'VERSION_CODENAME=trixie' in (layer / "etc/os-release").read_text()
+    assert (layer / "usr/bin/python3").exists() and (layer / "usr/bin/supervisord").exists()
+    assert ensure_image(store, "debian:trixie").digest == img.digest  # second call: local

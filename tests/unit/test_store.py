@@ -142,3 +142,15 @@ def test_ensure_image(store: ImageStore, tmp_path: Path) -> None:
     with pytest.raises(ImageNotFound) as ei:
         ensure_image(store, "quay.io/x/y:2")
     assert "devbox pull quay.io/x/y:2" in ei.value.hint and "devbox image import" in ei.value.hint
+
+
+def test_add_manifest_with_annotations_and_expected_digest(store: ImageStore, tmp_path: Path) -> None:
+    img, _, _ = make_image(store, tmp_path, "app:1")
+    raw = store.read_blob(img.digest)
+    with pytest.raises(ImageError):
+        store.add_manifest(raw, "app:2", expected="sha256:" + "2" * 64)
+    got = store.add_manifest(raw, "app:2", expected=img.digest, annotations={"io.devbox.source": "reg/app:2"})
+    assert got.digest == img.digest and got.ref == "app:2"
+    index = json.loads((store.images / "index.json").read_text())
+    entry2 = [e for e in index["manifests"] if e["annotations"].get("org.opencontainers.image.ref.name") == "app:2"]
+    assert entry2[0]["annotations"]["io.devbox.source"] == "reg/app:2"

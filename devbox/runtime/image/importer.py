@@ -28,9 +28,23 @@ from typing import Any
 
 from devbox.errors import ImageError, ImageNotFound
 from devbox.runtime.image import reference, unpack
-from devbox.runtime.image.store import (DOCKER_MANIFEST_LIST, LAYER_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_INDEX,
-                                        OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST, REF_ANNOTATION,
-                                        Image, ImageStore, _remove_path, canonical_json, sha256_file)  # fmt: skip
+from devbox.runtime.image.store import (
+    DOCKER_MANIFEST_LIST,
+    LAYER_TYPES,
+    MANIFEST_TYPES,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+    REF_ANNOTATION,
+    Image,  # fmt: skip
+    ImageStore,
+    _remove_path,
+    canonical_json,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +60,7 @@ def go_arch() -> str:
 
 
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def default_config(diff_ids: list[str], created_by: str, cmd: list[str] | None = None, comment: str | None = None,
@@ -175,7 +189,7 @@ def _register_image(store: ImageStore, config_raw: bytes, config_digest: str, la
     store.put_blob_bytes(config_raw, config_digest)
     descs = []
     manifest = json.loads(manifest_raw) if manifest_raw else None
-    for i, (lf, diff_id) in enumerate(zip(layer_files, diff_ids)):
+    for i, (lf, diff_id) in enumerate(zip(layer_files, diff_ids, strict=True)):
         expected = manifest["layers"][i]["digest"] if manifest else None
         digest = store.put_blob_file(lf, expected)
         media = manifest["layers"][i].get("mediaType") if manifest else _COMPRESSED_MEDIA[unpack.sniff_compression(store.blob_path(digest))]

@@ -210,7 +210,7 @@ class ImageStore:
             return self.blob_path(digest).read_bytes()
         except FileNotFoundError:
             raise ImageError(f"blob {digest} is missing from the image store",
-                             hint="pull or import the image again")  # fmt: skip
+                             hint="pull or import the image again") from None  # fmt: skip
 
     def put_blob_bytes(self, data: bytes, expected: str | None = None) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -339,7 +339,7 @@ class ImageStore:
             return []
         except (ValueError, OSError) as e:
             raise ImageError(f"image index {self.images / 'index.json'} is unreadable: {e}",
-                             hint="restore it, or remove the images directory and re-import")  # fmt: skip
+                             hint="restore it, or remove the images directory and re-import") from None  # fmt: skip
         return list(idx.get("manifests", []))
 
     def _write_index(self, entries: list[dict[str, Any]]) -> None:
@@ -354,11 +354,16 @@ class ImageStore:
             config = json.loads(self.read_blob(config_digest))
         except (KeyError, TypeError, ValueError) as e:
             raise ImageError(f"image {ref or digest} has a malformed manifest or config: {e}",
-                             hint="remove it and pull or import it again")  # fmt: skip
+                             hint="remove it and pull or import it again") from None  # fmt: skip
         return Image(ref=ref, digest=digest, manifest=manifest, config=config, created=config.get("created"))
 
-    def add_manifest(self, raw: bytes, ref: str | None = None, expected: str | None = None) -> Image:
-        """Register a manifest (OCI or Docker v2) whose config and layer blobs are already stored."""
+    def add_manifest(self, raw: bytes, ref: str | None = None, expected: str | None = None,
+                     annotations: dict[str, str] | None = None) -> Image:  # fmt: skip
+        """Register a manifest (OCI or Docker v2) whose config and layer blobs are already stored.
+
+        `expected`: the digest the manifest must have; `annotations`: extra annotations for its index
+        entry (e.g. where it was pulled from).
+        """
         try:
             manifest = json.loads(raw)
             media = manifest.get("mediaType") or OCI_MANIFEST
@@ -381,13 +386,14 @@ class ImageStore:
             digest = self.put_blob_bytes(raw, expected)
             with fsutil.locked(self._index_lock):
                 entries = self._read_index()
-                desc = {"mediaType": media, "digest": digest, "size": len(raw)}
+                desc: dict[str, Any] = {"mediaType": media, "digest": digest, "size": len(raw)}
+                extra = {k: str(v) for k, v in (annotations or {}).items() if k != REF_ANNOTATION}
                 if norm:
                     entries = [e for e in entries if _entry_ref(e) != norm]
                     entries = [e for e in entries if not (e["digest"] == digest and _entry_ref(e) is None)]
-                    entries.append(dict(desc, annotations={REF_ANNOTATION: norm}))
+                    entries.append(dict(desc, annotations={**extra, REF_ANNOTATION: norm}))
                 elif not any(e["digest"] == digest for e in entries):
-                    entries.append(desc)
+                    entries.append(dict(desc, annotations=extra) if extra else desc)
                 self._write_index(entries)
         return Image(ref=norm, digest=digest, manifest=manifest, config=config, created=config.get("created"))
 
@@ -524,7 +530,7 @@ class ImageStore:
 
     def ensure_layers(self, image: Image) -> list[Path]:
         """Unpack any missing layer from its blob (e.g. after a prune of layers), then `layer_dirs`."""
-        for desc, diff_id in zip(image.layers, image.diff_ids):
+        for desc, diff_id in zip(image.layers, image.diff_ids, strict=False):
             if not self.has_layer(diff_id) and self.has_blob(desc["digest"]):
                 self.unpack_layer(desc["digest"], desc.get("mediaType", ""), diff_id)
         return self.layer_dirs(image)

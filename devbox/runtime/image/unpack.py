@@ -32,7 +32,6 @@ import stat
 import subprocess
 import sys
 import tarfile
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass

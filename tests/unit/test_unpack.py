@@ -223,3 +223,19 @@ def test_bad_checksum_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImageError) as ei:
         extract_bytes(tmp_path, bytes(tar))
     assert "checksum" in str(ei.value)
+
+
+def test_opaque_marker_without_a_dir_entry(tmp_path: Path) -> None:
+    dest, _ = extract_bytes(tmp_path, make_tar([entry("a/b/.wh..wh..opq"), entry(".wh..wh..opq")]))
+    assert os.getxattr(dest / "a/b", "trusted.overlay.opaque") == b"y"
+    assert os.getxattr(dest, "trusted.overlay.opaque") == b"y"
+
+
+def test_odd_pax_values(tmp_path: Path) -> None:
+    from devbox.errors import ImageError
+
+    dest, _ = extract_bytes(tmp_path, make_tar([entry("f", data=b"x", pax={"mtime": "inf"})]))
+    assert os.lstat(dest / "f").st_mtime == 0
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ImageError):
+        extract_bytes(tmp_path / "b", make_tar([entry("g", data=b"x", pax={"path": "a\0b"})]))

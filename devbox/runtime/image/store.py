@@ -287,7 +287,7 @@ class ImageStore:
             tmp = self.temp_dir("layer")
             try:
                 t0 = time.monotonic()
-                res = unpack.unpack_file(blob, tmp, layer_compression(media_type or ""))
+                res = unpack.unpack_file(blob, tmp, None)  # compression from the content, not the media type
                 log.debug("unpacked %s (%d entries, %d bytes) in %.2fs", blob_digest[:19], res.entries,
                           res.size, time.monotonic() - t0)  # fmt: skip
                 if diff_id is not None and res.diff_id != diff_id:

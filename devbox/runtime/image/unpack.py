@@ -486,6 +486,10 @@ class TarReader:
                 raise _unsafe(m.name, f"unsupported tar entry type {t!r}")
             if m.uid < 0 or m.gid < 0 or m.uid > 0xFFFFFFFE or m.gid > 0xFFFFFFFE:
                 raise _bad_tar(f"bad owner of {m.name!r}")
+            if m.size < 0:
+                raise _bad_tar(f"negative size of {m.name!r}")
+            if not 0 <= m.mtime < 1 << 34:  # also NaN and inf from a pax header
+                m.mtime = 0.0
             self._pending = m.size if m.isreg() else 0  # only regular files carry data (as in tarfile)
             yield m
             if self._pending:
@@ -705,8 +709,9 @@ class _Extractor:
 
     def _whiteout(self, rel: str, base: str, name: str) -> None:
         if base == OPAQUE_MARKER:
-            fd = self._open_dir(rel, name, flags=os.O_RDONLY) if rel else os.open(
-                ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.root_fd)  # fmt: skip
+            if rel:
+                self.parent(rel, name)  # creates it when the tar has no entry for the directory itself
+            fd = linux.openat2(self.root_fd, rel or ".", os.O_RDONLY | os.O_DIRECTORY, resolve=_RESOLVE)
             try:
                 os.setxattr(fd, OVERLAY_OPAQUE_XATTR, b"y")
             finally:
@@ -749,6 +754,8 @@ def extract(src: _RawReader | _ChildReader | BinaryIO, dest: Path, *, max_bytes:
                 ex.entry(tr, m)
             ex.finish()
             reader.drain()
+        except ValueError as e:  # e.g. a NUL byte in a pax path
+            raise _bad_tar(str(e)) from None
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _disk_full(dest) from None

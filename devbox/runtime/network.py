@@ -572,6 +572,7 @@ def attach(
             "mac": None,
             "ports": [p.to_dict() for p in ports],
             "pid": pid,
+            "netns": None,
             "active": True,
         }
         net["leases"][container_id] = lease
@@ -617,6 +618,7 @@ def _plumb(net: dict[str, Any], lease: dict[str, Any], pid: int) -> tuple[str | 
     if os.stat(nspath).st_ino == os.stat("/proc/self/ns/net").st_ino:
         raise NetworkError(f"process {pid} shares the host's network namespace; refusing to move links into it")
     veth = lease["host_veth"]
+    lease["netns"] = os.stat(nspath).st_ino
     recreated = not _link_exists(net["bridge"])
     with IPRoute() as ipr:
         if recreated:  # reboot, or someone deleted it
@@ -695,6 +697,29 @@ def _undo_attach(nets: list[dict[str, Any]], net: dict[str, Any], cid: str, leas
         log.warning("devbox: undo of attach %s failed: %s", cid[:12], e)
 
 
+def _netns_alive(lease: dict[str, Any]) -> bool:
+    pid, ino = lease.get("pid"), lease.get("netns")
+    if not pid or not ino:
+        return False
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == ino
+    except OSError:
+        return False
+
+
+def _wait_veth_gone(lease: dict[str, Any], timeout: float = 0.25) -> None:
+    """When the container's netns is already dead, the kernel removes its veth pair by itself, from a
+    work queue, a few ms later. Waiting for that is much cheaper than importing pyroute2 to delete it."""
+    veth = lease["host_veth"]
+    if not _link_exists(veth) or _netns_alive(lease):
+        return
+    deadline = time.monotonic() + timeout
+    while _link_exists(veth) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if _link_exists(veth):
+        log.debug("‣ %s outlived its netns by %.0f ms: deleting it", veth, timeout * 1000)
+
+
 def detach(container_id: str, release: bool = True) -> None:
     """Disconnect a container: veth (if still there), port rules, the others' hosts entries, and
     (release=True) its lease. release=False keeps the address reserved for the container's next
@@ -709,6 +734,7 @@ def detach(container_id: str, release: bool = True) -> None:
                 _delete_links([guess])
             return
         net, lease = found
+        _wait_veth_gone(lease)
         _delete_links([lease["host_veth"]])
         had_rules = lease.get("active", True) and bool(lease.get("ports"))
         if release:
@@ -726,7 +752,8 @@ def reconcile(live_container_ids: set[str]) -> None:
     - leases of containers not in `live_container_ids` are released (veth deleted if still there);
     - links tagged with this root's alias that no network or live lease explains are deleted;
     - bridges that vanished (reboot) are recreated;
-    - devbox's nftables table is rebuilt from the state (or deleted when there are no networks)."""
+    - devbox's nftables table is rebuilt from the state (deleted when there are no networks) when
+      any of the above changed something."""
     with _lock():
         nets = _load_all()
         doomed: list[str] = []
@@ -750,7 +777,11 @@ def reconcile(live_container_ids: set[str]) -> None:
         for n in {id(n): n for n in changed}.values():
             _save(n)
         recreated = _ensure_bridges(nets)
-        nft.apply(nets)
+        if doomed or recreated or changed:
+            # Rules depend on the networks and the ports of active leases. When nothing changed the
+            # table is left alone, so a reconcile with nothing to do costs no nft run (and no
+            # pyroute2 import): cheap enough to run at the start of every devbox command.
+            nft.apply(nets)
         for n in {id(n): n for n in changed}.values():
             _update_hosts(n)
         if doomed or recreated:

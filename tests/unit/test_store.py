@@ -154,3 +154,25 @@ def test_add_manifest_with_annotations_and_expected_digest(store: ImageStore, tm
     index = json.loads((store.images / "index.json").read_text())
     entry2 = [e for e in index["manifests"] if e["annotations"].get("org.opencontainers.image.ref.name") == "app:2"]
     assert entry2[0]["annotations"]["io.devbox.source"] == "reg/app:2"
+
+
+def test_kill_9_during_extraction_registers_nothing(store: ImageStore, tmp_path: Path) -> None:
+    import gzip
+    import signal
+    import time
+
+    big = make_tar([entry(f"d/f{i}", data=os.urandom(256 << 10)) for i in range(400)])  # 100 MiB
+    blob = store.put_blob_bytes(gzip.compress(big, compresslevel=1))
+    code = ("import sys; from devbox.runtime.image.store import ImageStore; "
+            f"ImageStore({str(store.root)!r}).unpack_layer({blob!r}, 'application/vnd.oci.image.layer.v1.tar+gzip', None)")  # fmt: skip
+    p = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any(n.startswith("layer-") for n in os.listdir(store.tmp)):
+        time.sleep(0.01)
+    time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert os.listdir(store.layers) == []  # nothing registered
+    assert any(n.startswith("layer-") for n in os.listdir(store.tmp))  # half-made scratch left behind...
+    ImageStore(store.root).put_blob_bytes(b"any store operation")
+    assert not any(n.startswith("layer-") for n in os.listdir(store.tmp))  # ...and removed by the next operation

@@ -178,6 +178,22 @@ def box_target(name: str) -> Any | None:
     return project, orchestrator.box_container(project, box), service
 
 
+def _open_log(path: Path) -> Any:
+    """Open a log for reading. Service logs live in a folder the box can write: never follow a
+    symlink the box put there (services.client.open_box_file)."""
+    from devbox.services.client import open_box_file
+
+    if path.name == "log":  # the container's own log: host-side, not visible in the box
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            return None
+    try:
+        return os.fdopen(open_box_file(path.parent, path.name), "rb")
+    except errors.ServiceError:
+        return None
+
+
 def box_logs(target: str | None, *, follow: bool, tail: int, since: str | None, file: Path | None = None) -> None:
     """Print service logs of one service, one box, or every box; -f follows all of them."""
     import time
@@ -210,9 +226,8 @@ def box_logs(target: str | None, *, follow: bool, tail: int, since: str | None, 
     out = sys.stdout.buffer
     files: dict[str, Any] = {}
     for label, path in sources:
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
+        f = _open_log(path)
+        if f is None:
             continue
         files[os.fspath(path)] = (label, f)
         data = f.read()
@@ -224,8 +239,8 @@ def box_logs(target: str | None, *, follow: bool, tail: int, since: str | None, 
     out.flush()
     while follow:
         for label, path in sources:
-            if os.fspath(path) not in files and path.exists():
-                files[os.fspath(path)] = (label, open(path, "rb"))
+            if os.fspath(path) not in files and (f := _open_log(path)) is not None:
+                files[os.fspath(path)] = (label, f)
         wrote = False
         for label, f in files.values():
             chunk = f.read()

@@ -218,7 +218,8 @@ def test_containers_reach_each_other_by_name(boxes: Callable[..., Box], www: Pat
     network.create_network("shop")
     api = boxes("api", _httpd(www))
     cli = boxes("cli", ["sleep", "300"])
-    a = network.attach(api.cid, api.pid, "shop", "api", ["backend"], [])
+    port = _free_port()
+    a = network.attach(api.cid, api.pid, "shop", "api", ["backend"], [parse_port(f"0.0.0.0:{port}:80")])
     c = network.attach(cli.cid, cli.pid, "shop", "cli", [], [])
     hosts = cli.run("cat", "/etc/hosts").stdout
     assert f"{a.ip}\tapi backend" in hosts and f"{c.ip}\tcli" in hosts
@@ -227,44 +228,93 @@ def test_containers_reach_each_other_by_name(boxes: Callable[..., Box], www: Pat
     _wait(lambda: _tcp_open(a.ip, 80), what="httpd in the box")
     assert cli.wget("http://api/").stdout == "hello from the box\n"
     assert cli.wget("http://backend/").stdout == "hello from the box\n"
+    # hairpin: a box reaching a neighbour through the host's published port
+    assert cli.wget(f"http://{c.gateway}:{port}/").stdout == "hello from the box\n"
 
     network.detach(api.cid)
     assert "api" not in cli.run("cat", "/etc/hosts").stdout  # updated in place, seen through the bind mount
     assert not Path(f"/sys/class/net/{a.host_veth}").exists()
 
 
-def test_outbound_is_masqueraded(boxes: Callable[..., Box], root: Path) -> None:
-    """A namespace made by the test plays "the outside": it has no route back to the box subnet,
-    so an answer proves the masquerade, and the source it sees is the host's address."""
-    n = random.randint(0, 63) * 4
-    host_ip, up_ip = f"10.250.{n // 4}.2", f"10.250.{n // 4}.1"
+@dataclass
+class Upstream:
+    pid: int
+    host_ip: str  # the host's end of the link
+    ip: str  # the upstream namespace's address
+    port: int  # its HTTP server answers with the client's address
+
+    def run(self, *argv: str, timeout: float = 8) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(["nsenter", f"--target={self.pid}", "--net", *argv],
+                                  capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        except subprocess.TimeoutExpired as e:
+            return subprocess.CompletedProcess(e.cmd, 124, "", "timeout")
+
+
+@pytest.fixture
+def upstream(root: Path) -> Iterator[Upstream]:
+    """A namespace made by the test that plays "the outside" (or a LAN peer): a veth pair from the
+    host, 10.250.N.2 (host) <-> 10.250.N.1 (upstream), and no route back to any box subnet."""
+    import ipaddress
+
+    from devbox.runtime import ipam
+
+    taken = [r for r, _ in ipam.host_routes()]
+    free = [n for n in range(256) if not any(ipaddress.ip_network(f"10.250.{n}.0/30").overlaps(t) for t in taken)]
+    n = random.choice(free)
+    host_ip, up_ip = f"10.250.{n}.2", f"10.250.{n}.1"
     tag = uuid.uuid4().hex[:6]
-    up_port = 8000
-    upstream = subprocess.Popen(["unshare", "--net", "--", sys.executable, "-c", UPSTREAM_HTTP, str(up_port)])
     hv, pv = f"tstu{tag}", f"tstp{tag}"
+    proc = subprocess.Popen(["unshare", "--net", "--", sys.executable, "-c", UPSTREAM_HTTP, "8000"])
     try:
         host_netns = os.stat("/proc/self/ns/net").st_ino
-        _wait(lambda: os.stat(f"/proc/{upstream.pid}/ns/net").st_ino != host_netns, what="upstream netns")
+        _wait(lambda: os.stat(f"/proc/{proc.pid}/ns/net").st_ino != host_netns, what="upstream netns")
         _ip("link", "add", hv, "type", "veth", "peer", "name", pv)
-        _ip("link", "set", pv, "netns", str(upstream.pid))
+        _ip("link", "set", pv, "netns", str(proc.pid))
         _ip("addr", "add", f"{host_ip}/30", "dev", hv)
         _ip("link", "set", hv, "up")
-        ns = ["nsenter", f"--target={upstream.pid}", "--net", "ip"]
-        subprocess.run([*ns, "addr", "add", f"{up_ip}/30", "dev", pv], check=True)
-        subprocess.run([*ns, "link", "set", pv, "up"], check=True)
-        subprocess.run([*ns, "link", "set", "lo", "up"], check=True)
-        _wait(lambda: _tcp_open(up_ip, up_port), what="upstream server")
-
-        network.create_network("out")
-        box = boxes("box", ["sleep", "300"])
-        att = network.attach(box.cid, box.pid, "out", "box", [], [])
-        r = box.wget(f"http://{up_ip}:{up_port}/")
-        assert r.returncode == 0, r.stderr
-        assert r.stdout.strip() == host_ip, "the upstream must see the host's address, not " + att.ip
+        up = Upstream(proc.pid, host_ip, up_ip, 8000)
+        for cmd in (["addr", "add", f"{up_ip}/30", "dev", pv], ["link", "set", pv, "up"], ["link", "set", "lo", "up"]):
+            assert up.run("ip", *cmd).returncode == 0
+        _wait(lambda: _tcp_open(up_ip, 8000), what="upstream server")
+        yield up
     finally:
-        upstream.kill()
-        upstream.wait()
+        proc.kill()
+        proc.wait()
         subprocess.run(["ip", "link", "del", hv], capture_output=True)
+
+
+def test_outbound_is_masqueraded(boxes: Callable[..., Box], upstream: Upstream) -> None:
+    """The upstream has no route back to the box subnet, so an answer proves the masquerade, and the
+    source it sees is the host's address."""
+    network.create_network("out")
+    box = boxes("box", ["sleep", "300"])
+    att = network.attach(box.cid, box.pid, "out", "box", [], [])
+    r = box.wget(f"http://{upstream.ip}:{upstream.port}/")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == upstream.host_ip, "the upstream must see the host's address, not " + att.ip
+
+
+def test_publish_on_lan_is_opt_in(boxes: Callable[..., Box], upstream: Upstream, www: Path) -> None:
+    """Seen from a LAN peer (the upstream namespace, reaching the host at upstream.host_ip):
+    0.0.0.0 and host-address ports answer; the default (127.0.0.1) does not."""
+    network.create_network("lan")
+    box = boxes("web", _httpd(www))
+    p_any, p_addr, p_lo = _free_port(), _free_port(), _free_port()
+    specs = [f"0.0.0.0:{p_any}:80", f"{upstream.host_ip}:{p_addr}:80", f"{p_lo}:80"]
+    att = network.attach(box.cid, box.pid, "lan", "web", [], [parse_port(s) for s in specs])
+    _wait(lambda: _tcp_open(att.ip, 80), what="httpd in the box")
+
+    def peer_get(port: int) -> str:
+        return upstream.run("timeout", "3", "busybox", "wget", "-qO-", f"http://{upstream.host_ip}:{port}/").stdout
+
+    assert peer_get(p_any) == "hello from the box\n"
+    assert peer_get(p_addr) == "hello from the box\n"
+    assert peer_get(p_lo) == ""
+    # and from the host itself, each on the address it was published on
+    assert _http_get(f"http://127.0.0.1:{p_any}/") == "hello from the box\n"
+    assert _http_get(f"http://{upstream.host_ip}:{p_addr}/") == "hello from the box\n"
+    assert _http_get(f"http://127.0.0.1:{p_lo}/") == "hello from the box\n"
 
 
 class _LoopbackService:
@@ -377,11 +427,15 @@ def test_networks_cannot_reach_each_other(boxes: Callable[..., Box], www: Path) 
     network.create_network("netb")
     a = boxes("a", _httpd(www))
     b = boxes("b", _httpd(www))
+    port = _free_port()
     aa = network.attach(a.cid, a.pid, "neta", "a", [], [])
-    bb = network.attach(b.cid, b.pid, "netb", "b", [], [])
+    bb = network.attach(b.cid, b.pid, "netb", "b", [], [parse_port(f"0.0.0.0:{port}:80")])
     _wait(lambda: _tcp_open(aa.ip, 80) and _tcp_open(bb.ip, 80), what="both httpds")
+    assert _http_get(f"http://127.0.0.1:{port}/") == "hello from the box\n"  # control: published
     assert a.wget(f"http://{bb.ip}/", timeout=2).stdout == ""
     assert b.wget(f"http://{aa.ip}/", timeout=2).stdout == ""
+    # nor through B's port published on all host addresses (here: A's own gateway address)
+    assert a.wget(f"http://{aa.gateway}:{port}/", timeout=2).stdout == ""
     assert "b" not in a.run("cat", "/etc/hosts").stdout.split()
     # and each still reaches its own gateway
     assert a.run("busybox", "ping", "-c", "1", "-W", "2", aa.gateway).returncode == 0

@@ -292,7 +292,8 @@ def export_image(store: ImageStore, ref: str, out: Path, format: str = "oci") ->
     if format not in ("oci", "docker"):
         raise ImageError(f"unknown archive format {format!r}", hint="use oci or docker")
     img = store.resolve(ref)
-    name = img.ref or (store.tags_of(img.digest) or [None])[0]
+    tags = store.tags_of(img.digest)
+    name = img.ref or (tags[0] if tags else None)
     out = Path(out)
     blobs = [img.digest, img.manifest["config"]["digest"]] + [x["digest"] for x in img.layers]
     for b in blobs:
@@ -316,8 +317,8 @@ def export_image(store: ImageStore, ref: str, out: Path, format: str = "oci") ->
             "Layers": [f"blobs/sha256/{x['digest'].split(':', 1)[1]}" for x in img.layers],
         }]).encode()  # fmt: skip
         if name:
-            p = reference.parse(name)
-            files["repositories"] = json.dumps({p.name: {p.tag or "latest": cfg_hex}}).encode()
+            parsed = reference.parse(name)
+            files["repositories"] = json.dumps({parsed.name: {parsed.tag or "latest": cfg_hex}}).encode()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:

@@ -15,6 +15,7 @@ blobs or layers of an import, pull or build in progress (wrap multi-step work in
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -456,7 +457,7 @@ class ImageStore:
             reference.parse(q)  # raise the parse error: it names what is wrong with the reference
         raise self._not_found(q)
 
-    def list(self) -> list[Image]:
+    def list(self) -> list[Image]:  # noqa: A003
         out = []
         cache: dict[str, Image] = {}
         for e in self._read_index():
@@ -468,7 +469,7 @@ class ImageStore:
                              created=img.created))  # fmt: skip
         return out
 
-    def tags_of(self, digest: str) -> list[str]:
+    def tags_of(self, digest: str) -> builtins.list[str]:
         return sorted(r for e in self._read_index() if e["digest"] == digest and (r := _entry_ref(e)))
 
     def tag(self, src: str, new_ref: str) -> Image:
@@ -489,14 +490,14 @@ class ImageStore:
                     rest.append({k: v for k, v in e.items() if k != "annotations"})
             self._write_index(rest)
 
-    def remove(self, ref: str, force: bool = False) -> list[str]:
+    def remove(self, ref: str, force: bool = False) -> builtins.list[str]:
         """Untag `ref`; delete the manifest from the index when no tag is left. Blobs go with prune.
 
         By id/digest, an image with several tags needs `force` (then every tag goes).
         """
         img = self.resolve(ref)
         self._prepare()
-        done: list[str] = []
+        done: builtins.list[str] = []
         with fsutil.locked(self._index_lock):
             entries = self._read_index()
             tags = sorted(r for e in entries if e["digest"] == img.digest and (r := _entry_ref(e)))
@@ -516,7 +517,7 @@ class ImageStore:
             self._write_index(rest)
         return done
 
-    def layer_dirs(self, image: Image) -> list[Path]:
+    def layer_dirs(self, image: Image) -> builtins.list[Path]:
         """The unpacked layers of `image`, lowest first (overlay wants them highest first: reverse)."""
         out = []
         for d in image.diff_ids:
@@ -528,7 +529,7 @@ class ImageStore:
             out.append(p)
         return out
 
-    def ensure_layers(self, image: Image) -> list[Path]:
+    def ensure_layers(self, image: Image) -> builtins.list[Path]:
         """Unpack any missing layer from its blob (e.g. after a prune of layers), then `layer_dirs`."""
         for desc, diff_id in zip(image.layers, image.diff_ids, strict=False):
             if not self.has_layer(diff_id) and self.has_blob(desc["digest"]):

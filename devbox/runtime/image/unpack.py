@@ -276,8 +276,20 @@ class Member:
     __slots__ = ("name", "type", "mode", "uid", "gid", "size", "mtime", "linkname", "devmajor", "devminor",
                  "xattrs")  # fmt: skip
 
+    name: str
+    type: bytes
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime: float
+    linkname: str
+    devmajor: int
+    devminor: int
+    xattrs: dict[str, bytes]
+
     def __init__(self) -> None:
-        self.xattrs: dict[str, bytes] = {}
+        self.xattrs = {}
 
     def isreg(self) -> bool:
         return self.type in (REGTYPE, AREGTYPE, CONTTYPE)

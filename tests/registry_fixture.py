@@ -256,10 +256,12 @@ class Podman:
     def __init__(self, base: Path) -> None:
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
-        nofile = subprocess.run(["sh", "-c", "ulimit -Hn"], capture_output=True, text=True).stdout.strip()
-        nproc = subprocess.run(["sh", "-c", "ulimit -Hu"], capture_output=True, text=True).stdout.strip()
-        if nproc == "unlimited" or int(nproc) > 32768:
-            nproc = "32768"
+        import resource
+
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        if nproc == resource.RLIM_INFINITY or nproc > 32768:
+            nproc = 32768
         (base / "storage.conf").write_text(
             f'[storage]\ndriver = "overlay"\ngraphroot = "{base}/root"\nrunroot = "{base}/run"\n')
         (base / "containers.conf").write_text(

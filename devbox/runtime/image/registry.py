@@ -309,25 +309,25 @@ class RegistryClient:
         throttled = 0
         while True:
             r = self._send_following(method, url, scope, repo, what, headers, content, stream)
-            if r.status_code == 401 and not auth_retried:
-                if stream:
+            if stream and r.status_code not in ok:
+                try:
+                    r.read()  # an error body: small
+                except httpx.HTTPError:
+                    pass
+                finally:
                     r.close()
+            if r.status_code == 401 and not auth_retried:
                 auth_retried = True
                 if self._handle_401(r, scope, repo):
                     continue
             if r.status_code in (429, 503) and throttled < 2:
                 delay = _retry_after(r.headers.get("retry-after"))
                 if delay is not None and delay <= MAX_RETRY_AFTER:
-                    if stream:
-                        r.close()
                     throttled += 1
                     log.info("%s: %s answered %d; retrying in %.0f s", what, self.registry, r.status_code, delay)
                     time.sleep(delay)
                     continue
             if r.status_code not in ok:
-                if stream:
-                    r.read()
-                    r.close()
                 raise self._status_error(r, repo, what)
             return r
 
@@ -480,7 +480,7 @@ class RegistryClient:
                     except RegistryConnectionError as e:
                         if attempt >= BLOB_ATTEMPTS or (e.timeout and st.done == before):
                             raise
-                        log.info("pull %s: %s; retrying (%d/%d)", what, e.message, attempt, BLOB_ATTEMPTS - 1)
+                        log.info("%s; retrying (%d/%d)", e.message, attempt, BLOB_ATTEMPTS - 1)
                         time.sleep(min(0.2 * 2**attempt, 2.0))
             got = "sha256:" + st.h.hexdigest()
             if size is not None and st.done != size:
@@ -509,7 +509,7 @@ class RegistryClient:
                 if progress:
                     progress(0)
             try:
-                for b in r.iter_raw(_CHUNK):
+                for b in r.iter_raw():
                     if abort is not None and abort.is_set():
                         raise Aborted()
                     f.write(b)

@@ -176,3 +176,12 @@ def test_kill_9_during_extraction_registers_nothing(store: ImageStore, tmp_path:
     assert any(n.startswith("layer-") for n in os.listdir(store.tmp))  # half-made scratch left behind...
     ImageStore(store.root).put_blob_bytes(b"any store operation")
     assert not any(n.startswith("layer-") for n in os.listdir(store.tmp))  # ...and removed by the next operation
+
+
+def test_list_survives_a_broken_image(store: ImageStore, tmp_path: Path) -> None:
+    a, _, _ = make_image(store, tmp_path, "a:1", b"a")
+    b, _, _ = make_image(store, tmp_path, "b:1", b"b")
+    os.unlink(store.blob_path(a.digest))
+    assert [i.ref for i in store.list()] == ["b:1"]
+    with pytest.raises(ImageError):
+        store.resolve("a:1")

@@ -232,6 +232,9 @@ def cached_rootfs_tar(cache_dir: Path, suite: str, packages: tuple[str, ...] | l
     if not p.exists():
         p.parent.mkdir(parents=True, exist_ok=True)
         with fsutil.locked(p.with_name(f".{p.name}.lock")):  # concurrent test sessions build it once
+            for part in p.parent.glob(f"{p.name}.part-*"):  # left by a killed build
+                if not os.path.exists(f"/proc/{part.name.rsplit('-', 1)[-1]}"):
+                    part.unlink(missing_ok=True)
             if not p.exists():
                 build_rootfs_tar(suite, p, packages)
     return p

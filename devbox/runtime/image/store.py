@@ -463,7 +463,11 @@ class ImageStore:
         for e in self._read_index():
             d = e["digest"]
             if d not in cache:
-                cache[d] = self._load(d, None)
+                try:
+                    cache[d] = self._load(d, None)
+                except ImageError as err:  # one broken image must not hide the others
+                    log.warning("skipping %s: %s", _entry_ref(e) or d, err)
+                    continue
             img = cache[d]
             out.append(Image(ref=_entry_ref(e), digest=d, manifest=img.manifest, config=img.config,
                              created=img.created))  # fmt: skip

@@ -587,7 +587,7 @@ def attach(
             _update_hosts(net)
             log.debug("‣ nft %.0f ms, hosts files %.0f ms", (t2 - t1) * 1000, (time.monotonic() - t2) * 1000)
         except BaseException as e:
-            _undo_attach(nets, net, container_id, lease)
+            _undo_attach(nets, net, container_id, lease, old)
             if isinstance(e, NetworkError):
                 raise
             if isinstance(e, Exception):
@@ -683,12 +683,16 @@ def _iproute_in(nspath: str) -> Iterator[Any]:
         yield ipr
 
 
-def _undo_attach(nets: list[dict[str, Any]], net: dict[str, Any], cid: str, lease: dict[str, Any]) -> None:
+def _undo_attach(nets: list[dict[str, Any]], net: dict[str, Any], cid: str, lease: dict[str, Any],
+                 old: dict[str, Any] | None) -> None:  # fmt: skip
     try:
         _delete_links([lease["host_veth"]])
     except Exception as e:  # pragma: no cover
         log.warning("devbox: cannot delete %s: %s", lease["host_veth"], e)
-    net["leases"].pop(cid, None)
+    if old is not None:  # a stopped container keeps the address it had
+        net["leases"][cid] = {**old, "active": False, "pid": None}
+    else:
+        net["leases"].pop(cid, None)
     try:
         _save(net)
         nft.apply(nets)

@@ -289,3 +289,18 @@ def test_reconcile(fakes: Fakes) -> None:
     network.reconcile({"bbbb2222"})
     assert network.get_network("shop")["containers"]["bbbb2222"]["active"] is False
     assert "8080" not in "\n".join(nft.render(fakes.nft[-1], "t"))
+
+
+def test_failed_restart_keeps_the_address(fakes: Fakes, monkeypatch: pytest.MonkeyPatch) -> None:
+    network.create_network("shop")
+    network.attach("aaaa1111", 1, "shop", "a", [], [])
+    network.detach("aaaa1111", release=False)
+
+    def boom(net: dict[str, Any], lease: dict[str, Any], pid: int) -> tuple[str, bool]:
+        raise OSError("no")
+
+    monkeypatch.setattr(network, "_plumb", boom)
+    with pytest.raises(NetworkError):
+        network.attach("aaaa1111", 2, "shop", "a", [], [])
+    c = network.get_network("shop")["containers"]["aaaa1111"]
+    assert c["ip"] == "10.213.0.2" and c["active"] is False

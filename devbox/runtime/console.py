@@ -69,7 +69,7 @@ def raw_terminal(fd: int) -> Iterator[None]:
         yield
         return
     old = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSANOW)  # TCSAFLUSH (the default) would drop what the user typed ahead
     try:
         yield
     finally:

@@ -236,7 +236,11 @@ def cached_rootfs_tar(cache_dir: Path, suite: str, packages: tuple[str, ...] | l
                 if not os.path.exists(f"/proc/{part.name.rsplit('-', 1)[-1]}"):
                     part.unlink(missing_ok=True)
             if not p.exists():
-                build_rootfs_tar(suite, p, packages)
+                try:
+                    build_rootfs_tar(suite, p, packages)
+                except BaseException:
+                    p.with_name(f".{p.name}.lock").unlink(missing_ok=True)  # e.g. an unknown suite
+                    raise
     return p
 
 

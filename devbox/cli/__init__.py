@@ -24,7 +24,8 @@ app = typer.Typer(
 
 # Each of these modules defines register(app). Order is the order in `devbox --help`.
 VERB_MODULES = [
-    "project",  # init up status logs shell exec(box) restart halt destroy reload provision watch
+    "project",  # init up status logs shell exec(box) restart halt destroy reload provision
+    "watch",  # watch
     "container",  # run ps exec logs stop kill rm
     "image",  # image ..., commit, pull, push, login, logout
     "network",  # network create/ls/rm

@@ -99,7 +99,9 @@ def start_registry(base: Path, with_auth: bool) -> tuple[Registry, subprocess.Po
         "http": {"addr": "127.0.0.1:0"},
     }
     if with_auth:
-        line = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], check=True, capture_output=True, text=True)
+        line = subprocess.run(
+            ["htpasswd", "-Bbn", USER, PASSWORD], check=True, capture_output=True, text=True
+        )
         (base / "htpasswd").write_text(line.stdout.strip() + "\n")
         cfg["auth"] = {"htpasswd": {"realm": "devbox-test", "path": str(base / "htpasswd")}}
     last: Exception | None = None
@@ -197,7 +199,9 @@ def make_oci_layout(dest: Path, files: dict[str, bytes], tag: str = "latest",
         (blobs / d.split(":")[1]).write_bytes(b)
         return d
 
-    def manifest_for(arch: str, variant: str | None, extra: dict[str, bytes]) -> tuple[dict[str, object], bytes]:
+    def manifest_for(
+        arch: str, variant: str | None, extra: dict[str, bytes]
+    ) -> tuple[dict[str, object], bytes]:
         tar = layer_tar({**files, **extra})
         gz = gzip.compress(tar, mtime=0)
         ldig = put(gz)
@@ -263,11 +267,13 @@ class Podman:
         if nproc == resource.RLIM_INFINITY or nproc > 32768:
             nproc = 32768
         (base / "storage.conf").write_text(
-            f'[storage]\ndriver = "overlay"\ngraphroot = "{base}/root"\nrunroot = "{base}/run"\n')
+            f'[storage]\ndriver = "overlay"\ngraphroot = "{base}/root"\nrunroot = "{base}/run"\n'
+        )
         (base / "containers.conf").write_text(
             f'[containers]\ndefault_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
             '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nruntime = "runc"\n'
-            f'tmp_dir = "{base}/tmp"\n')
+            f'tmp_dir = "{base}/tmp"\n'
+        )
         self.env = dict(os.environ, CONTAINERS_CONF=str(base / "containers.conf"),
                         CONTAINERS_STORAGE_CONF=str(base / "storage.conf"))  # fmt: skip
 

@@ -54,7 +54,8 @@ def login_cmd(
 ) -> None:
     """Check credentials against a registry, then store them (docker config.json format)."""
     from devbox.errors import ConfigError
-    from devbox.runtime.image import auth, registry as reg_mod
+    from devbox.runtime.image import auth
+    from devbox.runtime.image import registry as reg_mod
 
     registry = _registry_name(registry)
     if password_stdin:

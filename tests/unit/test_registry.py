@@ -17,10 +17,21 @@ import pytest
 
 from devbox.errors import ConfigError, ImageNotFound, RegistryError
 from devbox.runtime.image import auth, pull
-from devbox.runtime.image.registry import (ACCEPT, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_MANIFEST_BYTES,
-                                           OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryConnectionError,
-                                           Timeouts, basic_header, endpoint_host, manifest_media_type,
-                                           parse_challenge)  # fmt: skip
+from devbox.runtime.image.registry import (
+    ACCEPT,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    MAX_MANIFEST_BYTES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    RegistryClient,
+    RegistryConnectionError,
+    Timeouts,
+    basic_header,
+    endpoint_host,
+    manifest_media_type,
+    parse_challenge,  # fmt: skip
+)
 
 
 def sha(b: bytes) -> str:
@@ -85,9 +96,15 @@ def client(handler: object, registry: str = "docker.io", **kw: object) -> Regist
 
 
 def test_parse_challenge() -> None:
-    s, p = parse_challenge('Bearer realm="https://auth.example/token",service="reg.example",scope="repository:a/b:pull,push"')
+    s, p = parse_challenge(
+        'Bearer realm="https://auth.example/token",service="reg.example",scope="repository:a/b:pull,push"'
+    )
     assert s == "bearer"
-    assert p == {"realm": "https://auth.example/token", "service": "reg.example", "scope": "repository:a/b:pull,push"}
+    assert p == {
+        "realm": "https://auth.example/token",
+        "service": "reg.example",
+        "scope": "repository:a/b:pull,push",
+    }
     assert parse_challenge('Basic realm="x y"') == ("basic", {"realm": "x y"})
 
 
@@ -342,12 +359,20 @@ def _index(*plats: tuple[str, str, str | None]) -> dict[str, object]:
 
 
 def test_select_manifest() -> None:
-    idx = _index(("linux", "arm", "v7"), ("linux", "amd64", None), ("linux", "arm64", "v8"), ("windows", "amd64", None))
+    idx = _index(
+        ("linux", "arm", "v7"),
+        ("linux", "amd64", None),
+        ("linux", "arm64", "v8"),
+        ("windows", "amd64", None),
+    )
     assert pull.select_manifest(idx, ("linux", "amd64", None), "x")["digest"] == "sha256:" + "1" * 64
     assert pull.select_manifest(idx, ("linux", "arm64", "v8"), "x")["digest"] == "sha256:" + "2" * 64
     assert pull.select_manifest(idx, ("linux", "arm", "v7"), "x")["digest"] == "sha256:" + "0" * 64
     # arm64 without variant in the index still matches a v8 host
-    assert pull.select_manifest(_index(("linux", "arm64", None)), ("linux", "arm64", "v8"), "x")["digest"] == "sha256:" + "0" * 64
+    assert (
+        pull.select_manifest(_index(("linux", "arm64", None)), ("linux", "arm64", "v8"), "x")["digest"]
+        == "sha256:" + "0" * 64
+    )
     with pytest.raises(ImageNotFound, match="no image for platform linux/s390x") as ei:
         pull.select_manifest(idx, ("linux", "s390x", None), "x")
     assert "linux/amd64" in (ei.value.hint or "") and "unknown" not in (ei.value.hint or "")
@@ -424,8 +449,12 @@ def test_insecure_registries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     root.mkdir()
     (root / "registries.json").write_text('{"insecure": ["box.lan:5000"]}')
     assert auth.is_insecure("box.lan:5000")
-    assert client(lambda r: httpx.Response(200), "box.lan:5000", credentials=None).base == "http://box.lan:5000"
-    assert client(lambda r: httpx.Response(200), "reg.example", credentials=None).base == "https://reg.example"
+    assert (
+        client(lambda r: httpx.Response(200), "box.lan:5000", credentials=None).base == "http://box.lan:5000"
+    )
+    assert (
+        client(lambda r: httpx.Response(200), "reg.example", credentials=None).base == "https://reg.example"
+    )
     (root / "registries.json").write_text('{"insecure": "box.lan"}')
     with pytest.raises(ConfigError, match="must be a list"):
         auth.is_insecure("x.example")

@@ -128,7 +128,9 @@ def _helper(name: str, registry: str) -> tuple[str, str] | None:
         return None
     server = DOCKER_HUB_AUTH_KEY if auth_key(registry) == DOCKER_HUB_AUTH_KEY else registry
     try:
-        r = subprocess.run([prog, "get"], input=server.encode(), capture_output=True, timeout=30, check=False)
+        r = subprocess.run(
+            [prog, "get"], input=server.encode(), capture_output=True, timeout=30, check=False
+        )
         if r.returncode != 0:
             return None
         data = json.loads(r.stdout)
@@ -224,7 +226,9 @@ def insecure_registries(root: Path | None = None) -> set[str]:
     except FileNotFoundError:
         return out
     except (ValueError, OSError) as e:
-        raise ConfigError(f"{path} is unreadable: {e}", hint='it should look like {"insecure": ["host:5000"]}') from None
+        raise ConfigError(
+            f"{path} is unreadable: {e}", hint='it should look like {"insecure": ["host:5000"]}'
+        ) from None
     items = data.get("insecure", []) if isinstance(data, dict) else None
     if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
         raise ConfigError(f"{path}: 'insecure' must be a list of host[:port] strings",

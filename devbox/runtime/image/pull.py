@@ -16,6 +16,7 @@ The registry digest (the digest the tag pointed to: the index for multi-platform
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -30,9 +31,15 @@ from typing import Any, TextIO
 
 from devbox import fsutil, paths
 from devbox.errors import ConfigError, ImageError, ImageNotFound, RegistryError
-from devbox.runtime.image import reference
-from devbox.runtime.image.registry import INDEX_TYPES, Aborted, RegistryClient, RegistryConnectionError
-from devbox.runtime.image.store import LAYER_TYPES, Image, ImageStore
+from devbox.runtime.image import reference, unpack
+from devbox.runtime.image.registry import (
+    INDEX_TYPES,
+    Aborted,
+    RegistryClient,
+    RegistryConnectionError,
+    ResumeUnsupported,
+)
+from devbox.runtime.image.store import LAYER_TYPES, Image, ImageStore, layer_compression
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +170,9 @@ def _read_records(root: Path) -> dict[str, Any]:
         return {}
 
 
-def _update_records(root: Path, pulled: dict[str, Any] | None = None, blobs: dict[str, str] | None = None) -> None:
+def _update_records(
+    root: Path, pulled: dict[str, Any] | None = None, blobs: dict[str, str] | None = None
+) -> None:
     """Merge `pulled` (ref -> info) and `blobs` (digest -> "registry/repository") into the record file."""
     path = _record_path(root)
     with fsutil.locked(paths.locks_dir(root) / "registry-records.lock"):
@@ -215,7 +224,11 @@ def resolve_digest(ref: str, client: RegistryClient | None = None) -> str:
 def _check_manifest(m: dict[str, Any], what: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     cfg = m.get("config")
     layers = m.get("layers")
-    if not isinstance(cfg, dict) or not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
+    if (
+        not isinstance(cfg, dict)
+        or not isinstance(layers, list)
+        or not all(isinstance(x, dict) for x in layers)
+    ):
         raise RegistryError(f"{what}: malformed manifest (no config or layers)", hint="the image is corrupt")
     for d in [cfg, *layers]:
         if not isinstance(d.get("digest"), str) or not reference.is_digest(d["digest"]) or not isinstance(d.get("size"), int) \
@@ -236,7 +249,9 @@ def _check_manifest(m: dict[str, Any], what: str) -> tuple[dict[str, Any], list[
     return cfg, layers
 
 
-def _add_manifest(store: ImageStore, raw: bytes, ref: str | None, digest: str, annotations: dict[str, str]) -> Image:
+def _add_manifest(
+    store: ImageStore, raw: bytes, ref: str | None, digest: str, annotations: dict[str, str]
+) -> Image:
     """store.add_manifest, passing the registry annotations when the store supports them."""
     import inspect
 
@@ -261,7 +276,9 @@ def pull(store: ImageStore, ref: str, *, platform: str | None = None, progress: 
             desc = select_manifest(top.json(), want, norm)
             man = c.get_manifest(r.repository, desc["digest"])
             if man.media_type in INDEX_TYPES:
-                raise RegistryError(f"{norm}: nested image index", hint="devbox does not follow nested indexes")
+                raise RegistryError(
+                    f"{norm}: nested image index", hint="devbox does not follow nested indexes"
+                )
         m = man.json()
         cfg_desc, layers = _check_manifest(m, norm)
         with store.transaction():
@@ -275,7 +292,9 @@ def pull(store: ImageStore, ref: str, *, platform: str | None = None, progress: 
                 diff_ids = list(config["rootfs"]["diff_ids"])
             except (ValueError, KeyError, TypeError):
                 raise RegistryError(f"{norm}: malformed image config", hint="the image is corrupt") from None
-            if len(diff_ids) != len(layers) or not all(isinstance(d, str) and reference.is_digest(d) for d in diff_ids):
+            if len(diff_ids) != len(layers) or not all(
+                isinstance(d, str) and reference.is_digest(d) for d in diff_ids
+            ):
                 raise RegistryError(f"{norm}: config lists {len(diff_ids)} layers, the manifest {len(layers)}",
                                     hint="the image is corrupt")  # fmt: skip
             if config.get("os") not in (None, "linux"):
@@ -309,6 +328,21 @@ def _fetch_layers(store: ImageStore, c: RegistryClient, repo: str, items: list[t
         if store.has_layer(diff_id):
             prog.set(digest, "already exists")
             return
+        if (
+            not store.has_blob(digest)
+            and _streaming()
+            and layer_compression(media) in ("gzip", "zstd", "none")
+        ):
+            try:
+                _stream_layer(store, c, repo, desc, diff_id, prog, abort)
+                prog.set(digest, "done")
+                return
+            except (
+                _RetryUnstreamed
+            ) as e:  # verified blob, but the streamed unpack failed: retry from the blob
+                log.debug("streamed unpack of %s failed (%s); unpacking from the blob", digest[:19], e)
+            except ResumeUnsupported as e:  # start over, into a file first
+                log.info("%s; downloading it again", e.message)
         if not store.has_blob(digest):
             tmp = store.temp_path("blob")
             try:
@@ -339,6 +373,109 @@ def _fetch_layers(store: ImageStore, c: RegistryClient, repo: str, items: list[t
     if errors:
         first = next((e for e in errors if not isinstance(e, Aborted)), errors[0])
         raise first
+
+
+ENV_STREAM = "DEVBOX_PULL_STREAM"
+
+
+def _streaming() -> bool:
+    return os.environ.get(ENV_STREAM, "1") not in ("0", "false", "no")
+
+
+class _RetryUnstreamed(Exception):
+    pass
+
+
+def _stream_layer(store: ImageStore, c: RegistryClient, repo: str, desc: dict[str, Any], diff_id: str,
+                  prog: Progress, abort: threading.Event) -> None:  # fmt: skip
+    """Download a layer blob and unpack it at the same time.
+
+    A download thread writes each chunk to the blob's temp file (hashing it) and into a FIFO; the FIFO is
+    the decompressor's input (unpack.open_decompressed), whose output the safe extractor unpacks into a
+    temp layer directory. Only when the blob's size and sha256 and the layer's DiffID are verified are the
+    blob and the layer renamed into the store. Raises _RetryUnstreamed when the blob is verified but the
+    streamed unpack failed (then the caller unpacks from the stored blob and reports that error).
+    """
+    digest, size, media = desc["digest"], int(desc["size"]), desc.get("mediaType") or ""
+    with store.transaction():
+        fifo = store.temp_path("blob")
+        blob_tmp = store.temp_path("blob")
+        layer_tmp: Path | None = None
+        os.mkfifo(fifo, 0o600)
+        failure: list[BaseException] = []
+
+        def download() -> None:
+            try:
+                with open(fifo, "wb", buffering=0) as w:  # blocks until the decompressor opens it
+                    reader_gone = False
+
+                    def sink(b: bytes) -> None:
+                        # once the unpacker stops (an error), finish the download anyway: a verified blob
+                        # lets the caller retry the unpack from the store (which sniffs the compression)
+                        nonlocal reader_gone
+                        mv = memoryview(b)
+                        while mv and not reader_gone:
+                            try:
+                                mv = mv[w.write(mv) or 0 :]
+                            except BrokenPipeError:
+                                reader_gone = True
+
+                    c.download_blob(repo, digest, blob_tmp, size, abort=abort, sink=sink,
+                                    progress=lambda n: prog.bytes(digest, "downloading", n, size))  # fmt: skip
+            except BaseException as e:  # noqa: B036 - reported by the joining thread
+                failure.append(e)
+
+        t = threading.Thread(target=download, name="pull-dl", daemon=True)
+        try:
+            layer_tmp = store.temp_dir("layer")
+            prog.bytes(digest, "downloading", 0, size)
+            t.start()
+            unpack_error: BaseException | None = None
+            res = None
+            try:
+                with unpack.open_decompressed(fifo, layer_compression(media)) as r:
+                    res = unpack.extract(r, layer_tmp)
+            except Exception as e:
+                unpack_error = e
+            finally:
+                # the decompressor is gone; unblock a download thread still waiting to open the FIFO
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+            t.join()
+            if failure:
+                raise failure[0]
+            # the blob is complete and verified (download_blob checks size and sha256)
+            os.chmod(blob_tmp, 0o644)
+            os.rename(blob_tmp, store.blob_path(digest))
+            if unpack_error is not None or res is None:
+                raise _RetryUnstreamed(str(unpack_error))
+            if res.diff_id != diff_id:
+                raise ImageError(f"layer {digest[:19]}: DiffID mismatch (expected {diff_id}, got {res.diff_id})",
+                                 hint="the image is corrupt or was tampered with; nothing was registered")  # fmt: skip
+            final = store.layer_dir(diff_id)
+            try:
+                os.rename(layer_tmp, final)
+                layer_tmp = None
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise  # otherwise another process registered the same layer first
+        finally:
+            if t.is_alive():
+                abort.set()
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+                t.join()
+            for p in (fifo, blob_tmp):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(p)
+            if layer_tmp is not None:
+                _remove_tree(store, layer_tmp)
+
+
+def _remove_tree(store: ImageStore, p: Path) -> None:
+    from devbox.runtime.image.store import _remove_path
+
+    _remove_path(p)
 
 
 def ensure_pulled(store: ImageStore, ref: str) -> Image:

@@ -83,9 +83,14 @@ def push(store: ImageStore, src: str, dest: str | None = None, *, progress: Prog
             how = c.upload_blob(t.repository, store.blob_path(digest), digest, size, chunk_size=chunk_size,
                                 mount_from=src_repo, progress=lambda n: prog.bytes(digest, "pushing", n, size))  # fmt: skip
             results[digest] = how
-            prog.set(digest, {"exists": "already exists", "mounted": f"mounted from {src_repo}"}.get(how, "pushed"))
+            prog.set(
+                digest,
+                {"exists": "already exists", "mounted": f"mounted from {src_repo}"}.get(how, "pushed"),
+            )
 
-        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(descs))), thread_name_prefix="push") as ex:
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(parallel, len(descs))), thread_name_prefix="push"
+        ) as ex:
             futs = [ex.submit(one, d) for d in descs]
             done, _ = wait(futs, return_when=FIRST_EXCEPTION)
             if any(f.exception() for f in done):

@@ -65,7 +65,9 @@ def _env_float(name: str, default: float) -> float:
     try:
         v = float(raw)
     except ValueError:
-        raise RegistryError(f"{name}={raw!r} is not a number of seconds", hint=f"unset it or set e.g. {name}=60") from None
+        raise RegistryError(
+            f"{name}={raw!r} is not a number of seconds", hint=f"unset it or set e.g. {name}=60"
+        ) from None
     if v <= 0:
         raise RegistryError(f"{name} must be positive", hint=f"unset it or set e.g. {name}=60")
     return v
@@ -78,7 +80,10 @@ class Timeouts:
 
     @classmethod
     def from_env(cls) -> Timeouts:
-        return cls(_env_float(ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT), _env_float(ENV_TIMEOUT, DEFAULT_READ_TIMEOUT))
+        return cls(
+            _env_float(ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
+            _env_float(ENV_TIMEOUT, DEFAULT_READ_TIMEOUT),
+        )
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,10 @@ class RegistryConnectionError(RegistryError):
     """The connection failed or stalled (as opposed to an answer the registry gave)."""
 
     timeout = False
+
+
+class ResumeUnsupported(RegistryError):
+    """A streamed download broke and the registry cannot resume it (it ignores Range)."""
 
 
 def basic_header(user: str, password: str) -> str:
@@ -183,8 +192,10 @@ class RegistryClient:
             msg = str(e) or type(e).__name__
             hint = "check the registry address and that it is running"
             if "SSL" in msg or "CERTIFICATE" in msg.upper() or "wrong version number" in msg:
-                hint = (f"TLS failed; if {self.registry} only speaks plain HTTP, list it in "
-                        f"{auth.ENV_INSECURE} or {auth.REGISTRIES_FILE} under the state root")
+                hint = (
+                    f"TLS failed; if {self.registry} only speaks plain HTTP, list it in "
+                    f"{auth.ENV_INSECURE} or {auth.REGISTRIES_FILE} under the state root"
+                )
             return RegistryConnectionError(f"{what}: cannot connect to {self.registry}: {msg}", hint=hint)
         return RegistryConnectionError(f"{what}: connection to {where} failed: {e or type(e).__name__}",
                              hint="the registry dropped the connection; retry")  # fmt: skip
@@ -324,7 +335,9 @@ class RegistryClient:
                 delay = _retry_after(r.headers.get("retry-after"))
                 if delay is not None and delay <= MAX_RETRY_AFTER:
                     throttled += 1
-                    log.info("%s: %s answered %d; retrying in %.0f s", what, self.registry, r.status_code, delay)
+                    log.info(
+                        "%s: %s answered %d; retrying in %.0f s", what, self.registry, r.status_code, delay
+                    )
                     time.sleep(delay)
                     continue
             if r.status_code not in ok:
@@ -362,7 +375,9 @@ class RegistryClient:
             if r.status_code == 303:
                 method, content = "GET", None
             url = nxt
-        raise RegistryError(f"{what}: {self.registry}: too many redirects", hint="the registry is misconfigured")
+        raise RegistryError(
+            f"{what}: {self.registry}: too many redirects", hint="the registry is misconfigured"
+        )
 
     # --- API ----------------------------------------------------------------------------------------
 
@@ -459,12 +474,14 @@ class RegistryClient:
 
     def download_blob(self, repo: str, digest: str, dest: Path, size: int | None = None,
                       progress: Callable[[int], None] | None = None,
-                      abort: threading.Event | None = None) -> None:  # fmt: skip
+                      abort: threading.Event | None = None,
+                      sink: Callable[[bytes], None] | None = None) -> None:  # fmt: skip
         """Stream a blob into `dest` (created/truncated), verifying size and sha256 as it is written.
 
         A dropped connection is retried (BLOB_ATTEMPTS in all), resuming with a Range request when the
         registry honours it; a stall is retried only when the attempt had made progress. On any failure
-        `dest` is removed.
+        `dest` is removed. `sink`, if given, also gets every chunk in order (a streaming unpacker); the
+        digest is only known to be right when this returns.
         """
         what = f"blob {digest[:19]}"
         st = _DownloadState()
@@ -475,7 +492,7 @@ class RegistryClient:
                     attempt += 1
                     before = st.done
                     try:
-                        self._download_once(repo, digest, f, st, size, progress, abort, what)
+                        self._download_once(repo, digest, f, st, size, progress, abort, what, sink)
                         break
                     except RegistryConnectionError as e:
                         if attempt >= BLOB_ATTEMPTS or (e.timeout and st.done == before):
@@ -497,12 +514,16 @@ class RegistryClient:
             raise
 
     def _download_once(self, repo: str, digest: str, f: IO[bytes], st: _DownloadState, size: int | None,
-                       progress: Callable[[int], None] | None, abort: threading.Event | None, what: str) -> None:  # fmt: skip
+                       progress: Callable[[int], None] | None, abort: threading.Event | None, what: str,
+                       sink: Callable[[bytes], None] | None = None) -> None:  # fmt: skip
         headers = {"Range": f"bytes={st.done}-"} if st.done else None
         r = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=self.pull_scope(repo), repo=repo,
                          what=f"pull {what}", headers=headers, stream=True, ok=(200, 206))  # fmt: skip
         try:
             if st.done and r.status_code == 200:  # Range ignored: start over
+                if sink is not None:
+                    raise ResumeUnsupported(f"pull {what}: {self._where(repo)} dropped the connection and cannot resume (no Range support)",
+                                            hint="retry the pull")  # fmt: skip
                 f.seek(0)
                 f.truncate()
                 st.reset()
@@ -514,6 +535,8 @@ class RegistryClient:
                         raise Aborted()
                     f.write(b)
                     st.h.update(b)
+                    if sink is not None:
+                        sink(b)
                     st.done += len(b)
                     if size is not None and st.done > size:
                         raise RegistryError(f"{self._where(repo)}: {what}: more data than the {size} bytes the manifest says",
@@ -530,7 +553,9 @@ class RegistryClient:
 
     # --- push -----------------------------------------------------------------------------------------
 
-    def start_upload(self, repo: str, mount: str | None = None, mount_from: str | None = None) -> tuple[str | None, bool]:
+    def start_upload(
+        self, repo: str, mount: str | None = None, mount_from: str | None = None
+    ) -> tuple[str | None, bool]:
         """POST an upload session; with `mount`/`mount_from`, try a cross-repository mount.
 
         Returns (upload URL, mounted).
@@ -582,7 +607,9 @@ class RegistryClient:
                              headers={"Content-Length": "0"}, content=b"", ok=(201,))  # fmt: skip
         got = r.headers.get("docker-content-digest")
         if got and got != digest:
-            raise RegistryError(f"{what}: {self.registry} stored {got}", hint="the upload was altered in transit")
+            raise RegistryError(
+                f"{what}: {self.registry} stored {got}", hint="the upload was altered in transit"
+            )
         return "uploaded"
 
     def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> str:
@@ -634,7 +661,9 @@ def _file_chunks(path: Path, offset: int, length: int, progress: Callable[[int],
         while sent < length:
             b = f.read(min(_CHUNK, length - sent))
             if not b:
-                raise RegistryError(f"push: {path} is shorter than expected", hint="the blob changed while pushing")
+                raise RegistryError(
+                    f"push: {path} is shorter than expected", hint="the blob changed while pushing"
+                )
             sent += len(b)
             if progress:
                 progress(base + sent)
@@ -652,7 +681,11 @@ def manifest_media_type(raw: bytes, content_type: str, what: str) -> str:
     if not isinstance(doc, dict):
         raise RegistryError(f"{what}: not a manifest", hint="the registry or a proxy is misbehaving")
     body = doc.get("mediaType")
-    if doc.get("schemaVersion") == 1 or "prettyjws" in ct or ct == "application/vnd.docker.distribution.manifest.v1+json":
+    if (
+        doc.get("schemaVersion") == 1
+        or "prettyjws" in ct
+        or ct == "application/vnd.docker.distribution.manifest.v1+json"
+    ):
         raise RegistryError(f"{what}: Docker schema 1 manifests are not supported",
                             hint="push the image again with a current tool (schema 2 / OCI)")  # fmt: skip
     known = MANIFEST_TYPES + INDEX_TYPES

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from registry_fixture)
 """Pull, push, login against a real registry (Debian's docker-registry), with skopeo and podman as peers."""
 
 from __future__ import annotations
@@ -5,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,8 +45,16 @@ def skopeo_image(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -
     """A tiny OCI image pushed by skopeo to the auth registry as x/tiny:v1 (+ an index as x/multi:v1)."""
     d = tmp_path_factory.mktemp("oci")
     info = make_oci_layout(d / "one", FILES, "v1")
-    skopeo("copy", "--dest-tls-verify=false", *registry.skopeo_creds(), f"oci:{d}/one:v1", f"docker://{registry.ref('x/tiny:v1')}")
-    multi = make_oci_layout(d / "multi", FILES, "v1", platforms=(("amd64", None), ("arm64", "v8"), ("arm", "v7")))
+    skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        *registry.skopeo_creds(),
+        f"oci:{d}/one:v1",
+        f"docker://{registry.ref('x/tiny:v1')}",
+    )
+    multi = make_oci_layout(
+        d / "multi", FILES, "v1", platforms=(("amd64", None), ("arm64", "v8"), ("arm", "v7"))
+    )
     skopeo("copy", "--all", "--dest-tls-verify=false", *registry.skopeo_creds(), f"oci:{d}/multi:v1",
            f"docker://{registry.ref('x/multi:v1')}")  # fmt: skip
     return {**info, **{f"multi:{k}": v for k, v in multi.items()}}
@@ -127,7 +136,9 @@ def test_corrupt_blob_in_registry_is_refused(registry_noauth: Registry, tmp_path
     no_scratch(store)
 
 
-def test_push_then_skopeo_reads_it(registry: Registry, store: ImageStore, authfile: Path, tmp_path: Path) -> None:
+def test_push_then_skopeo_reads_it(
+    registry: Registry, store: ImageStore, authfile: Path, tmp_path: Path
+) -> None:
     img = _store_image(store, tmp_path, "local/app:1", big=True)
     auth.save_credentials(registry.host, registry.user or "", registry.password or "")
     dest = registry.ref("team/app:1")
@@ -138,7 +149,9 @@ def test_push_then_skopeo_reads_it(registry: Registry, store: ImageStore, authfi
     info = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", registry.creds, f"docker://{dest}"))
     assert info["Digest"] == img.digest and info["Architecture"] == img.config["architecture"]
     out = tmp_path / "copied"
-    skopeo("copy", "--src-tls-verify=false", "--src-creds", registry.creds, f"docker://{dest}", f"oci:{out}:x")
+    skopeo(
+        "copy", "--src-tls-verify=false", "--src-creds", registry.creds, f"docker://{dest}", f"oci:{out}:x"
+    )
     index = json.loads((out / "index.json").read_text())
     assert index["manifests"][0]["digest"] == img.digest
     # push again: every blob is already there; to another repository: blobs are mounted, not uploaded
@@ -169,13 +182,17 @@ def test_login_logout_cli(registry: Registry, authfile: Path) -> None:
     env = dict(os.environ, DEVBOX_AUTH_FILE=str(authfile))
 
     def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run([DEVBOX, *args], input=stdin, env=env, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [DEVBOX, *args], input=stdin, env=env, capture_output=True, text=True, timeout=60
+        )
 
     bad = run("login", registry.host, "-u", registry.user or "", "--password-stdin", stdin="wrong\n")
     assert bad.returncode == 125
     assert bad.stderr.startswith(f"devbox: error: login: {registry.host} refused the credentials (401)")
     assert not authfile.exists()
-    ok = run("login", registry.host, "-u", registry.user or "", "--password-stdin", stdin=f"{registry.password}\n")
+    ok = run(
+        "login", registry.host, "-u", registry.user or "", "--password-stdin", stdin=f"{registry.password}\n"
+    )
     assert ok.returncode == 0, ok.stderr
     assert auth.get_credentials(registry.host) == (registry.user, registry.password)
     assert run("logout", registry.host).returncode == 0

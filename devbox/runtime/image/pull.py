@@ -91,7 +91,7 @@ def select_manifest(index: dict[str, Any], want: tuple[str, str, str | None], wh
             continue
         if variant is None or pv == variant:
             score = 2 if pv == variant else 1
-        elif pv is None or (arch == "arm64" and {pv, variant} <= {"v8", None}):  # type: ignore[arg-type]
+        elif pv is None or (arch == "arm64" and {pv, variant} <= {"v8", None}):
             score = 1
         else:
             continue
@@ -249,17 +249,6 @@ def _check_manifest(m: dict[str, Any], what: str) -> tuple[dict[str, Any], list[
     return cfg, layers
 
 
-def _add_manifest(
-    store: ImageStore, raw: bytes, ref: str | None, digest: str, annotations: dict[str, str]
-) -> Image:
-    """store.add_manifest, passing the registry annotations when the store supports them."""
-    import inspect
-
-    if "annotations" in inspect.signature(store.add_manifest).parameters:
-        return store.add_manifest(raw, ref, expected=digest, annotations=annotations)  # type: ignore[call-arg]
-    return store.add_manifest(raw, ref, expected=digest)
-
-
 def pull(store: ImageStore, ref: str, *, platform: str | None = None, progress: Progress | None = None,
          client: RegistryClient | None = None, parallel: int = PARALLEL) -> Image:  # fmt: skip
     """Pull `ref` ([REGISTRY/]NAME[:TAG|@sha256:DIGEST]) into `store`; returns the tagged Image."""
@@ -302,7 +291,7 @@ def pull(store: ImageStore, ref: str, *, platform: str | None = None, progress: 
             store.put_blob_bytes(cfg_raw, expected=cfg_digest)
             _fetch_layers(store, c, r.repository, list(zip(layers, diff_ids)), prog, parallel)
             ann = {REGISTRY_DIGEST_ANNOTATION: top.digest, REGISTRY_REPO_ANNOTATION: where}
-            img = _add_manifest(store, man.raw, tag_ref, man.digest, ann)
+            img = store.add_manifest(man.raw, tag_ref, expected=man.digest, annotations=ann)
         prog.close()
     info = {"registry_digest": top.digest, "manifest_digest": man.digest, "repository": where,
             "pulled": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip

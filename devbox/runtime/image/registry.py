@@ -150,7 +150,7 @@ class RegistryClient:
         elif credentials is False:
             self.credentials = None
         else:
-            self.credentials = credentials  # type: ignore[assignment]
+            self.credentials = credentials
         self.timeouts = timeouts or Timeouts.from_env()
         t = httpx.Timeout(self.timeouts.read, connect=self.timeouts.connect, pool=self.timeouts.connect)
         limits = httpx.Limits(max_connections=16, max_keepalive_connections=8)
@@ -257,7 +257,7 @@ class RegistryClient:
         if rp.scheme not in ("https", "http") or (rp.scheme == "http" and not self.base.startswith("http:")):
             raise RegistryError(f"{self.registry}: refusing token realm {realm!r}",
                                 hint="a token realm must be https (http only for an insecure registry)")  # fmt: skip
-        params: list[tuple[str, str]] = []
+        params: list[tuple[str, str | int | float | bool | None]] = []
         if challenge.get("service"):
             params.append(("service", challenge["service"]))
         for s in scope.split(" "):
@@ -440,7 +440,7 @@ class RegistryClient:
         """The digest a tag points to, by HEAD (no body); falls back to GET when no header is sent."""
         r = self.request("HEAD", f"/v2/{repo}/manifests/{ref}", scope=self.pull_scope(repo), repo=repo,
                          what=f"resolve {repo}:{ref}", headers={"Accept": ACCEPT})  # fmt: skip
-        d = r.headers.get("docker-content-digest", "")
+        d = str(r.headers.get("docker-content-digest", ""))
         if _DIGEST_RE.match(d):
             return d
         return self.get_manifest(repo, ref).digest

@@ -35,6 +35,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
-.venv/bin/pip install -q --disable-pip-version-check -e ".${extra}"
+# compat mode: a plain .pth path entry; the default editable finder adds ~25 ms to every command
+.venv/bin/pip install -q --disable-pip-version-check -e ".${extra}" --config-settings editable_mode=compat
 ln -sf "$PWD/.venv/bin/devbox" /usr/local/bin/devbox
 echo "setup.sh: ready (devbox at /usr/local/bin/devbox -> .venv/bin/devbox)" >&2

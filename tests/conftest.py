@@ -52,13 +52,14 @@ def session_root() -> Iterator[Path]:
 
 def _cleanup_root(root: Path) -> None:
     """Remove every container (processes, mounts, cgroups, links) left under `root`."""
-    if not (root / "containers").exists():
-        return
     env = dict(os.environ, DEVBOX_ROOT=str(root))
-    subprocess.run(
-        [str(Path(__file__).resolve().parent.parent / ".venv/bin/devbox"), "rm", "-f", "--all"],
-        env=env, check=False, capture_output=True,
-    )  # fmt: skip
+    devbox = str(Path(__file__).resolve().parent.parent / ".venv/bin/devbox")
+    subprocess.run([devbox, "rm", "-f", "--all"], env=env, check=False, capture_output=True)
+    nets = root / "networks"
+    if nets.is_dir():
+        names = [p.stem for p in nets.glob("*.json")]
+        if names:
+            subprocess.run([devbox, "network", "rm", "-f", *names], env=env, check=False, capture_output=True)
 
 
 @pytest.fixture

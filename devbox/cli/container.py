@@ -158,14 +158,15 @@ def run_cmd(
     else:
         stdio, relays = console.plan_stdio(interactive, tty)
     try:
-        try:
-            st = ct.start(c, foreground=True, stdio=stdio, relays=relays)
-        finally:
-            for fd in stdio:
-                if fd > 2:
-                    os.close(fd)
-        assert st is not None
-        code = ct.wait_foreground(st)
+        with console.SignalForwarder() as fwd:  # before start: no signal is lost while it starts
+            try:
+                st = ct.start(c, foreground=True, stdio=stdio, relays=relays)
+            finally:
+                for fd in stdio:
+                    if fd > 2:
+                        os.close(fd)
+            assert st is not None
+            code = ct.wait_foreground(st, fwd)
     except BaseException:
         ct.remove(c, force=True)
         raise

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from devbox import errors
+
 image_app = typer.Typer(no_args_is_help=True, help="Manage local images.")
 
 
@@ -167,8 +169,16 @@ def tag_cmd(src: str = typer.Argument(..., metavar="SRC"), dst: str = typer.Argu
 def rm_cmd(images: list[str] = typer.Argument(..., metavar="IMG..."),
            force: bool = typer.Option(False, "-f", "--force", help="Remove every tag of an image given by id.")) -> None:  # fmt: skip
     """Remove images (untag; the manifest goes with its last tag; `prune` frees the space)."""
+    from devbox.runtime import container as ct
+
     store = _store()
     for ref in images:
+        img = store.resolve(ref)
+        users = ct.users_of_image(img.digest)
+        if users and not force:
+            raise errors.IncorrectStatus(
+                f"image {ref} is used by container {users[0].name}" + (f" and {len(users) - 1} more" if len(users) > 1 else ""),
+                hint=f"remove the container first (`devbox rm -f {users[0].name}`) or use `devbox image rm -f`")
         for line in store.remove(ref, force=force):
             print(line)
 
@@ -177,14 +187,8 @@ def rm_cmd(images: list[str] = typer.Argument(..., metavar="IMG..."),
 def prune_cmd() -> None:
     """Delete blobs and unpacked layers that no image (and no container) uses."""
     store = _store()
-    keep: set[str] = set()
-    try:  # layers of existing containers stay, even if their image was removed
-        from devbox.runtime import container as _container  # type: ignore[attr-defined]
+    from devbox.runtime import container as ct
 
-        used = getattr(_container, "used_layers", None)
-        if callable(used):
-            keep = set(used())
-    except ImportError:
-        pass
+    keep = ct.used_layers()  # layers of existing containers stay, even if their image was removed
     res = store.prune(keep_layers=keep)
     print(f"removed {res['blobs']} blobs and {res['layers']} layers, freed {_human(res['bytes'])}")

@@ -17,6 +17,7 @@ import struct
 import termios
 import tty
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from devbox.runtime import linux as L
 
@@ -76,22 +77,48 @@ def raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
 
+class SignalForwarder:
+    """Forward the usual terminating signals to the container's process.
+
+    Installed before the container starts, so a signal that arrives while it is being created is not
+    lost: it is kept until the target pid is known (`target(pid)`), then delivered.
+    """
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.pending: list[int] = []
+        self.old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, _frame: object) -> None:
+        if self.pid is None:
+            self.pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+
+    def target(self, pid: int) -> None:
+        self.pid = pid
+        while self.pending:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, self.pending.pop(0))
+
+    def __enter__(self) -> SignalForwarder:
+        self.old = {s: signal.signal(s, self._handler) for s in FORWARDED}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
 @contextlib.contextmanager
 def forward_signals(pid_getter: Callable[[], int | None]) -> Iterator[None]:
-    """Forward the usual terminating signals to the container's process while the block runs."""
-
-    def handler(signum: int, _frame: object) -> None:
+    """Forward signals to pid_getter() while the block runs."""
+    with SignalForwarder() as fwd:
         pid = pid_getter()
         if pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    old = {s: signal.signal(s, handler) for s in FORWARDED}
-    try:
+            fwd.target(pid)
         yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def relay(pid: int, relays: list[tuple[int, int]], master: int | None, wait: Callable[[], int]) -> int:

@@ -373,8 +373,9 @@ def _raise_child_error(msg: bytes) -> None:
     raise errors.KernelError(f"cannot start the container: {text}", hint="run with --debug for details")
 
 
-def wait_foreground(st: Started) -> int:
-    """Relay stdio until the payload exits; record its exit code; return it."""
+def wait_foreground(st: Started, forwarder: Any = None) -> int:
+    """Relay stdio until the payload exits; record its exit code; return it. Signals are forwarded by
+    `forwarder` (a console.SignalForwarder the caller installed before starting) or a new one."""
     from devbox.runtime import console
 
     c = st.container
@@ -383,7 +384,8 @@ def wait_foreground(st: Started) -> int:
         _, status = os.waitpid(st.wait_pid, 0)
         return console.exit_code(status)
 
-    with console.forward_signals(lambda: st.signal_pid):
+    with contextlib.nullcontext() if forwarder else console.SignalForwarder() as fwd:
+        (forwarder or fwd).target(st.signal_pid)
         code = console.relay(st.wait_pid, st.relays, st.master, wait)
     if st.master is not None:
         os.close(st.master)
@@ -628,4 +630,17 @@ def reconcile() -> list[str]:
             if cg.exists() and not cg.pids():
                 with contextlib.suppress(Exception):
                     cg.remove()
+    if paths.networks_dir().is_dir():
+        from devbox.runtime import network
+
+        network.reconcile({c.id for c in list_containers()})
     return cleaned
+
+
+def used_layers() -> set[str]:
+    """DiffIDs of the layers any container (running or not) is made of: `image prune` keeps them."""
+    return {d for c in list_containers() for d in c.spec.diff_ids}
+
+
+def users_of_image(digest: str) -> list[Container]:
+    return [c for c in list_containers() if c.spec.image_digest == digest]

@@ -131,7 +131,7 @@ def setup_rootfs(cfg: dict[str, Any]) -> None:
         # relative lowerdirs keep the option string short (a page at most) for images with many layers
         os.chdir(cfg["layers_dir"])
         opts = f"lowerdir={':'.join(cfg['lowers'])},upperdir={cfg['upper']},workdir={cfg['work']}"
-        L.mount("overlay", rootfs, "overlay", 0, opts + ",index=off,metacopy=off")
+        L.mount("overlay", rootfs, "overlay", 0, opts + ",index=off,metacopy=off,redirect_dir=off")
     else:
         L.mount(cfg["upper"], rootfs, None, L.MS_BIND, None)
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

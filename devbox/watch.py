@@ -120,14 +120,22 @@ def compile_pattern(line: str) -> Pattern | None:
     s = s.removeprefix("/")
     if not s:
         return None
-    parts = [p for i, p in enumerate(s.split("/")) if not (p == "**" and i > 0 and s.split("/")[i - 1] == "**")]
+    parts = [
+        p for i, p in enumerate(s.split("/")) if not (p == "**" and i > 0 and s.split("/")[i - 1] == "**")
+    ]
     literal: list[str] = []
     for p in parts:
         if _GLOB_CHARS.search(p):
             break
         literal.append(p)
-    return Pattern(line.strip(), re.compile(_translate(parts), re.DOTALL), negate, dir_only, anchored,
-                   tuple(literal) if anchored else ())  # fmt: skip
+    return Pattern(
+        line.strip(),
+        re.compile(_translate(parts), re.DOTALL),
+        negate,
+        dir_only,
+        anchored,
+        tuple(literal) if anchored else (),
+    )
 
 
 def _translate(parts: list[str]) -> str:
@@ -309,7 +317,7 @@ class ActionKey:
 
     def describe(self) -> str:
         if self.action == RELOAD:
-            return "Devboxfile changed: reload"
+            return "project: up"
         args = self.args[2:] if self.action == "exec" and self.args[:2] == ("/bin/sh", "-c") else self.args
         return f"{self.box}: {self.action} {' '.join(args)}".rstrip()
 
@@ -326,16 +334,18 @@ class Rule:
     the defaults or a .gitignore unless an `include` glob names it (its leading literal folders, as in
     `include: [build/app.war]`). Globs use .gitignore syntax relative to the rule's path."""
 
-    def __init__(self, box: str, rule: model.WatchRule, gitignore: GitIgnore | None,
-                 project_root: Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, box: str, rule: model.WatchRule, gitignore: GitIgnore | None, project_root: Path | None = None
+    ) -> None:
         self.box = box
         self.rule = rule
         self.root = os.path.normpath(os.fspath(rule.path))
         self.include = compile_patterns(rule.include)
         self.ignore = compile_patterns(rule.ignore)
         self.gitignore = gitignore
-        self.key = ActionKey(box, str(rule.action), tuple(rule.args),
-                             self.root if rule.action is WatchAction.SYNC else "")  # fmt: skip
+        self.key = ActionKey(
+            box, str(rule.action), tuple(rule.args), self.root if rule.action is WatchAction.SYNC else ""
+        )
         self._named = [p.literal for p in self.include if p.anchored and not p.negate and p.literal]
         self._reach_anywhere = not self.include or any(
             not p.anchored or not p.literal for p in self.include if not p.negate
@@ -343,8 +353,11 @@ class Rule:
         self._dir_cache: dict[tuple[str, ...], bool] = {}
         # the highest folder watched for this rule: the path's parent (to see the path itself replaced),
         # or the nearest one that exists; the project's root is its own top
-        top = self.root if project_root is not None and self.root == os.fspath(project_root) else (
-            os.path.dirname(self.root) or "/")
+        top = (
+            self.root
+            if project_root is not None and self.root == os.fspath(project_root)
+            else (os.path.dirname(self.root) or "/")
+        )
         while not os.path.isdir(top) and top != "/":
             top = os.path.dirname(top)
         self.top = top
@@ -408,8 +421,9 @@ class Rule:
         parts = self.rel(path)
         if parts is None:
             # the folders from `top` down to the rule's path, to see it (re)appear
-            return path == self.top or (path.startswith(self.top.rstrip("/") + "/")
-                                        and self.root.startswith(path.rstrip("/") + "/"))  # fmt: skip
+            return path == self.top or (
+                path.startswith(self.top.rstrip("/") + "/") and self.root.startswith(path.rstrip("/") + "/")
+            )
         if not parts:
             return True
         for k in range(1, len(parts) + 1):
@@ -417,14 +431,17 @@ class Rule:
                 return False
         return self._reachable(parts)
 
-    def describe(self) -> str:
+    def describe(self, base: Path | None = None) -> str:
+        shown = self.root
+        if base is not None and (self.root + "/").startswith(os.fspath(base).rstrip("/") + "/"):
+            shown = "./" + os.path.relpath(self.root, base) if self.root != os.fspath(base) else "."
         bits = []
         if self.rule.include:
             bits.append("include " + ", ".join(self.rule.include))
         if self.rule.ignore:
             bits.append("ignore " + ", ".join(self.rule.ignore))
         what = self.key.describe().removeprefix(f"{self.box}: ")
-        return f"{self.root}" + (f" ({'; '.join(bits)})" if bits else "") + f" -> {what}"
+        return shown + (f" ({'; '.join(bits)})" if bits else "") + f" -> {what}"
 
 
 def compile_rules(project: model.Project, boxes: Iterable[str]) -> list[Rule]:
@@ -497,8 +514,9 @@ class Scheduler:
             busy |= k.boxes
         reserved: set[str] = set()
         out = []
-        for key in sorted((k for k, s in self.slots.items() if s.pending and not s.running),
-                          key=lambda k: k.priority):  # fmt: skip
+        for key in sorted(
+            (k for k, s in self.slots.items() if s.pending and not s.running), key=lambda k: k.priority
+        ):
             s = self.slots[key]
             if not self._ready(s, now):
                 continue
@@ -517,8 +535,11 @@ class Scheduler:
 
     def next_deadline(self) -> float | None:
         """When due() may next return something (None: only a new event or a finished job can)."""
-        times = [min(s.last + self.quiet, s.first + self.max_delay) for s in self.slots.values()
-                 if s.pending and not s.running and s.first is not None and s.last is not None]  # fmt: skip
+        times = [
+            min(s.last + self.quiet, s.first + self.max_delay)
+            for s in self.slots.values()
+            if s.pending and not s.running and s.first is not None and s.last is not None
+        ]
         return min(times) if times else None
 
     def idle(self) -> bool:
@@ -546,8 +567,19 @@ IN_ONLYDIR = 0x01000000
 IN_DONT_FOLLOW = 0x02000000
 IN_EXCL_UNLINK = 0x04000000
 IN_ISDIR = 0x40000000
-WATCH_MASK = (IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF
-              | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)  # fmt: skip
+WATCH_MASK = (
+    IN_ATTRIB
+    | IN_CLOSE_WRITE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_CREATE
+    | IN_DELETE
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+    | IN_ONLYDIR
+    | IN_DONT_FOLLOW
+    | IN_EXCL_UNLINK
+)
 
 WATCHES_SYSCTL = "fs.inotify.max_user_watches"
 INSTANCES_SYSCTL = "fs.inotify.max_user_instances"
@@ -569,17 +601,20 @@ def watch_limit_error(err: OSError, count: int) -> WatchLimit:
     if err.errno == errno.ENOSPC:
         cur = sysctl_value(WATCHES_SYSCTL)
         want = max(524288, 2 * int(cur)) if cur.isdigit() else 524288
+        ns = sysctl_value("user.max_inotify_watches")  # this user namespace's own limit
+        extra = f", user.max_inotify_watches = {ns} in this user namespace" if ns not in (cur, "?") else ""
         return WatchLimit(
-            f"the inotify watch limit is reached after {count} folders ({WATCHES_SYSCTL} = {cur}); "
+            f"the inotify watch limit is reached after {count} folders ({WATCHES_SYSCTL} = {cur}{extra}); "
             "changes in the other folders would be missed",
             hint=f"raise it: sudo sysctl {WATCHES_SYSCTL}={want} (persist it in /etc/sysctl.d/), "
             "or ignore big folders in the watch rules",
         )
     cur = sysctl_value(INSTANCES_SYSCTL)
+    want = max(1024, 2 * int(cur)) if cur.isdigit() else 1024
     return WatchLimit(
-        f"cannot create an inotify instance ({INSTANCES_SYSCTL} = {cur}, or the open-file limit): {err.strerror}",
-        hint=f"raise it: sudo sysctl {INSTANCES_SYSCTL}={max(1024, 2 * int(cur)) if cur.isdigit() else 1024}, "
-        "or stop other file watchers",
+        f"cannot create an inotify instance ({INSTANCES_SYSCTL} = {cur}, or the open-file limit): "
+        f"{err.strerror}",
+        hint=f"raise it: sudo sysctl {INSTANCES_SYSCTL}={want}, or stop other file watchers",
     )
 
 
@@ -701,8 +736,8 @@ class Runner(Protocol):
         """Do the job; return a short detail for the outcome line; raise on failure."""
         ...
 
-    def interrupt(self) -> None:
-        """Interrupt whatever runs (second Ctrl-C)."""
+    def interrupt(self, sig: int = signal.SIGINT) -> None:
+        """Interrupt whatever runs (second Ctrl-C): SIGINT first, SIGKILL if that is not enough."""
         ...
 
 
@@ -772,12 +807,18 @@ class BoxRunner:
             raise ActionFailed(f"box {box} is not running", hint=f"devbox up {box}")
         return c
 
-    def _child(self, argv: list[str], ctx: WatchContext, label: str, stdin: Any = None,
-               cwd: str | None = None) -> str:  # fmt: skip
+    def _child(
+        self, argv: list[str], ctx: WatchContext, label: str, stdin: Any = None, cwd: str | None = None
+    ) -> str:
         tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
-        proc = subprocess.Popen(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd or os.fspath(ctx.project.root),
-                                process_group=0)  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd or os.fspath(ctx.project.root),
+            process_group=0,
+        )
         with self._lock:
             self._procs.add(proc)
         try:
@@ -802,18 +843,25 @@ class BoxRunner:
             added, deleted = build_sync_tar(rule, job.paths, job.full, tmp)
             tmp.seek(0)
             # runs in the box, as root of the box: its own symlinks resolve inside its own root
-            script = ('set -e; d="$1"; shift; mkdir -p -- "$d"; cd -- "$d"; '
-                      'for p in "$@"; do rm -rf -- "./$p"; done; tar -x -o -f -')  # fmt: skip
-            self._child(_exec_argv(c.id, None, "/", ["/bin/sh", "-c", script, "sh", dest_dir, *deleted]),
-                        ctx, rule.box, stdin=tmp, cwd="/")  # fmt: skip
+            script = (
+                'set -e; d="$1"; shift; mkdir -p -- "$d"; cd -- "$d"; '
+                'for p in "$@"; do rm -rf -- "./$p"; done; tar -x -o -f -'
+            )
+            self._child(
+                _exec_argv(c.id, None, "/", ["/bin/sh", "-c", script, "sh", dest_dir, *deleted]),
+                ctx,
+                rule.box,
+                stdin=tmp,
+                cwd="/",
+            )
         return f"{added} copied, {len(deleted)} removed -> {dest}"
 
-    def interrupt(self) -> None:
+    def interrupt(self, sig: int = signal.SIGINT) -> None:
         with self._lock:
             procs = list(self._procs)
         for p in procs:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGINT)
+                os.killpg(p.pid, sig)
 
 
 def build_sync_tar(rule: Rule, paths: Iterable[str], full: bool, out: Any) -> tuple[int, list[str]]:
@@ -915,9 +963,19 @@ def _walk_rule(rule: Rule, top: str) -> Iterator[tuple[str, list[str]]]:
 class Watcher:
     """The main-thread half: watches, events -> rules -> scheduler -> jobs on worker threads."""
 
-    def __init__(self, file: Path, boxes: list[str] | None, *, runner: Runner, source: Source | None = None,
-                 out: Reporter | None = None, clock: Callable[[], float] = time.monotonic, quiet: float = QUIET,
-                 max_delay: float = MAX_DELAY, start_job: Callable[[Job], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        file: Path,
+        boxes: list[str] | None,
+        *,
+        runner: Runner,
+        source: Source | None = None,
+        out: Reporter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        quiet: float = QUIET,
+        max_delay: float = MAX_DELAY,
+        start_job: Callable[[Job], None] | None = None,
+    ) -> None:
         self.file = Path(file).resolve()
         self.want_boxes = list(boxes or [])
         self.runner = runner
@@ -947,9 +1005,10 @@ class Watcher:
                 import difflib
 
                 close = difflib.get_close_matches(b, list(project.boxes), 1)
-                raise errors.ConfigError(f"no box named {b!r} in {self.file.name}",
-                                         hint=f"did you mean {close[0]!r}?" if close else
-                                         f"boxes: {', '.join(project.boxes)}")  # fmt: skip
+                raise errors.ConfigError(
+                    f"no box named {b!r} in {self.file.name}",
+                    hint=f"did you mean {close[0]!r}?" if close else f"boxes: {', '.join(project.boxes)}",
+                )
         self.file_digest = hashlib.sha256(raw).hexdigest()
         return WatchContext(self.file, project, list(self.want_boxes), compile_rules(project, names))
 
@@ -976,7 +1035,11 @@ class Watcher:
                 with os.scandir(d) as it:
                     for e in it:
                         try:
-                            if e.is_dir(follow_symlinks=False) and e.path not in seen and self.wanted(e.path):
+                            if (
+                                e.is_dir(follow_symlinks=False)
+                                and e.path not in seen
+                                and self.wanted(e.path)
+                            ):
                                 stack.append(e.path)
                         except OSError:
                             continue
@@ -1065,8 +1128,10 @@ class Watcher:
                 forget(item[1])
             return
         if kind == "overflow":
-            self.out.line(f"warning: the kernel's inotify queue overflowed ({QUEUE_SYSCTL} = "
-                          f"{sysctl_value(QUEUE_SYSCTL)}): rescanning, and every rule runs once")  # fmt: skip
+            self.out.line(
+                f"warning: the kernel's inotify queue overflowed ({QUEUE_SYSCTL} = "
+                f"{sysctl_value(QUEUE_SYSCTL)}): rescanning, and every rule runs once"
+            )
             self.overflow(now)
             return
         if kind == "done":
@@ -1137,12 +1202,20 @@ class Watcher:
             ctx = self.load()
         except errors.DevboxError as e:
             self.file_digest = digest
-            self.out.line(f"Devboxfile: {e.message}" + (f" ({e.hint})" if e.hint else "")
-                          + "; keeping the previous rules")  # fmt: skip
+            self.out.line(
+                f"Devboxfile: {e.message}"
+                + (f" ({e.hint})" if e.hint else "")
+                + "; keeping the previous rules"
+            )
             return False
         self.ctx = ctx
+        keys = {r.key for r in ctx.rules} | {RELOAD_KEY}
+        for k in [k for k, slot in self.sched.slots.items() if k not in keys and not slot.running]:
+            del self.sched.slots[k]  # pending work of rules that are gone
         self.sync_watches()
-        self.out.line(f"Devboxfile: {len(ctx.rules)} watch rule(s) for {', '.join(self.boxes()) or 'no box'}")
+        self.out.line(
+            f"Devboxfile: {len(ctx.rules)} watch rule(s) for {', '.join(self.boxes()) or 'no box'}"
+        )
         return True
 
     def boxes(self) -> list[str]:
@@ -1165,13 +1238,17 @@ class Watcher:
                 res = (False, f"{type(e).__name__}: {e}", [])
             self.q.put(("done", job, res, time.monotonic() - t0, None))
 
-        threading.Thread(target=work, name=f"devbox-watch-{job.key.box}-{job.key.action}", daemon=True).start()
+        threading.Thread(
+            target=work, name=f"devbox-watch-{job.key.box}-{job.key.action}", daemon=True
+        ).start()
 
     def _done(self, job: Job, res: tuple[bool, str, list[str]], elapsed: float, _x: Any, now: float) -> None:
         ok, detail, output = res
         self.sched.finished(job.key)
         verdict = "ok" if ok else "FAILED"
-        self.out.line(f"{job.key.describe()}: {verdict} in {elapsed:.2f}s" + (f": {detail}" if detail else ""))
+        self.out.line(
+            f"{job.key.describe()}: {verdict} in {elapsed:.2f}s" + (f": {detail}" if detail else "")
+        )
         for line in output:
             self.out.raw(f"    | {line}")
         if ok and job.key.action in (RELOAD, "rebuild") and self.ctx is not None:
@@ -1193,7 +1270,7 @@ class Watcher:
             raise
         took = time.monotonic() - t0
         for r in self.ctx.rules:
-            self.out.line(f"{r.box}: {r.describe()}")
+            self.out.line(f"{r.box}: {r.describe(self.ctx.project.root)}")
             if r.key.action == "sync":
                 self.sched.touch(r.key, None, self.clock(), full=True)
         if not self.ctx.rules:
@@ -1225,21 +1302,28 @@ class Watcher:
         running = self.sched.running()
         if not running:
             return
-        self.out.line(f"waiting for {', '.join(k.describe() for k in running)} to finish "
-                      "(Ctrl-C again to interrupt)")  # fmt: skip
+        self.out.line(
+            f"waiting for {', '.join(k.describe() for k in running)} to finish (Ctrl-C again to interrupt)"
+        )
         try:
             while self.sched.running():
                 item = self.q.get()
                 if item[0] == "done":
                     self.handle(item, self.clock())
         except KeyboardInterrupt:
-            self.runner.interrupt()
-            deadline = time.monotonic() + 10
-            while self.sched.running() and time.monotonic() < deadline:
-                with contextlib.suppress(queue.Empty):
-                    item = self.q.get(timeout=max(0.01, deadline - time.monotonic()))
-                    if item[0] == "done":
-                        self.handle(item, self.clock())
+            self.out.line("interrupting the running actions")
+            for sig, grace in ((signal.SIGINT, 3.0), (signal.SIGKILL, 2.0)):
+                self.runner.interrupt(sig)
+                deadline = time.monotonic() + grace
+                while self.sched.running() and time.monotonic() < deadline:
+                    with contextlib.suppress(queue.Empty):
+                        item = self.q.get(timeout=max(0.01, deadline - time.monotonic()))
+                        if item[0] == "done":
+                            self.handle(item, self.clock())
+                if not self.sched.running():
+                    break
+            for k in self.sched.running():
+                self.out.line(f"{k.describe()}: abandoned (what it started in the box may still run)")
             raise
 
 
@@ -1254,8 +1338,14 @@ def _why(job: Job) -> str:
     return f" ({shown}{more} changed)"
 
 
-def watch(file: Path | None, boxes: list[str] | None = None, *, quiet: float = QUIET, verbose: bool = False,
-          out: Reporter | None = None) -> int:  # fmt: skip
+def watch(
+    file: Path | None,
+    boxes: list[str] | None = None,
+    *,
+    quiet: float = QUIET,
+    verbose: bool = False,
+    out: Reporter | None = None,
+) -> int:
     """Watch until Ctrl-C (or SIGTERM). Returns 0, or 130 when running actions had to be interrupted."""
     from devbox import devboxfile
 

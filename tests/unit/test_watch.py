@@ -89,7 +89,7 @@ class FakeRunner:
         self.runs.append(job)
         return "done"
 
-    def interrupt(self) -> None:
+    def interrupt(self, sig: int = 2) -> None:
         pass
 
 
@@ -121,8 +121,16 @@ def make_watcher(project: Path, **kw: Any) -> tuple[w.Watcher, FakeSource, list[
     jobs: list[w.Job] = []
     clock = Clock()
     out = io.StringIO()
-    watcher = w.Watcher(project / "Devboxfile", kw.pop("boxes", None), runner=FakeRunner(), source=src,
-                        out=w.Reporter(out), clock=clock, start_job=jobs.append, **kw)  # fmt: skip
+    watcher = w.Watcher(
+        project / "Devboxfile",
+        kw.pop("boxes", None),
+        runner=FakeRunner(),
+        source=src,
+        out=w.Reporter(out),
+        clock=clock,
+        start_job=jobs.append,
+        **kw,
+    )
     return watcher, src, jobs, clock, out
 
 
@@ -153,11 +161,40 @@ GITIGNORE_SUB = """\
 /local
 """
 PATHS = [
-    "x.log", "keep.log", "sub/y.log", "sub/keep.log", "build/a", "sub/build/a", "docs/a.html", "docs/x/a.html",
-    "tmp/f", "q/tmp/f", "out/a/b", "out", "a/z", "a/b/z", "a/b/c/z", "b/z", "m.pyc", "m.pyo", "m.py",
-    "bx.txt", "ax.txt", "dir_only/f", "q/dir_only/f", "file_dir_only", "#hash", "trailing", "trailing  x",
-    "sub/n.txt", "sub/important.txt", "sub/local/f", "sub/deeper/local/f", "sub/deeper/n.txt", "plain.c",
-]  # fmt: skip
+    "x.log",
+    "keep.log",
+    "sub/y.log",
+    "sub/keep.log",
+    "build/a",
+    "sub/build/a",
+    "docs/a.html",
+    "docs/x/a.html",
+    "tmp/f",
+    "q/tmp/f",
+    "out/a/b",
+    "out",
+    "a/z",
+    "a/b/z",
+    "a/b/c/z",
+    "b/z",
+    "m.pyc",
+    "m.pyo",
+    "m.py",
+    "bx.txt",
+    "ax.txt",
+    "dir_only/f",
+    "q/dir_only/f",
+    "file_dir_only",
+    "#hash",
+    "trailing",
+    "trailing  x",
+    "sub/n.txt",
+    "sub/important.txt",
+    "sub/local/f",
+    "sub/deeper/local/f",
+    "sub/deeper/n.txt",
+    "plain.c",
+]
 
 
 def test_gitignore_matches_git_check_ignore(tmp_path: Path) -> None:
@@ -169,8 +206,12 @@ def test_gitignore_matches_git_check_ignore(tmp_path: Path) -> None:
     write(repo / "file_dir_only")  # a file named like a dir-only pattern is not ignored
     write(repo / "dir_only/f")
     write(repo / "q/dir_only/f")
-    r = subprocess.run(["git", "-C", os.fspath(repo), "check-ignore", "--no-index", "--stdin"],
-                       input="\n".join(PATHS), capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        ["git", "-C", os.fspath(repo), "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(PATHS),
+        capture_output=True,
+        text=True,
+    )
     git_says = set(r.stdout.split("\n")) - {""}
     gi = w.GitIgnore(repo)
     ours = {p for p in PATHS if gi.ignored(tuple(p.split("/")), (repo / p).is_dir())}
@@ -192,7 +233,9 @@ def test_translate_edge_cases() -> None:
 # ------------------------------------------------------------------------------------------ rules
 
 
-def rule(tmp_path: Path, path: str, action: str = "restart", args: tuple[str, ...] = ("app",), **kw: Any) -> w.Rule:
+def rule(
+    tmp_path: Path, path: str, action: str = "restart", args: tuple[str, ...] = ("app",), **kw: Any
+) -> w.Rule:
     r = model.WatchRule(path=tmp_path / path, action=model.WatchAction(action), args=args, **kw)
     return w.Rule("web", r, w.GitIgnore(tmp_path), tmp_path)
 
@@ -367,8 +410,9 @@ def test_devboxfile_edit_reloads_rules(project: Path) -> None:
     watcher, src, jobs, clock, out = make_watcher(project)
     watcher.start()
     watcher.sched.slots.clear()
-    text = DEVBOXFILE.replace('- {path: ./pkg/list.txt, action: rebuild}',
-                              '- {path: ./docs, action: restart worker}')  # fmt: skip
+    text = DEVBOXFILE.replace(
+        "- {path: ./pkg/list.txt, action: rebuild}", "- {path: ./docs, action: restart worker}"
+    )
     write(project / "docs/index.md")
     write(project / "Devboxfile", text)
     now = clock.t + 2
@@ -421,16 +465,20 @@ def test_failed_action_is_shown_and_watching_goes_on(project: Path) -> None:
 
     out = io.StringIO()
     runner = Failing()
-    watcher = w.Watcher(project / "Devboxfile", ["web"], runner=runner, source=FakeSource(), out=w.Reporter(out))
+    watcher = w.Watcher(
+        project / "Devboxfile", ["web"], runner=runner, source=FakeSource(), out=w.Reporter(out)
+    )
     watcher.start()
     watcher.sched.slots.clear()
     src = watcher.source
     assert isinstance(src, FakeSource)
-    for i in range(2):
+    for n in (1, 2):
         watcher.handle(ev(src, project / "src", "app.py"), time.monotonic())
         # real worker threads: wait on the outcome, bounded by a deadline
-        wait_for(lambda: watcher.step(0.05) or (len(runner.runs) > i and watcher.sched.idle()),
-                 what="the action to finish")  # fmt: skip
+        wait_for(
+            lambda n=n: watcher.step(0.05) or (len(runner.runs) >= n and watcher.sched.idle()),
+            what="the action to finish",
+        )
     text = out.getvalue()
     assert "web: restart app: FAILED" in text and "BAD_NAME: app" in text
     assert "web: restart app: ok" in text
@@ -469,7 +517,9 @@ def test_real_inotify_source(tmp_path: Path) -> None:
         def got() -> bool:
             while not q.empty():
                 seen.append(q.get_nowait())
-            names = {(i[3], bool(i[2] & w.IN_CLOSE_WRITE), bool(i[2] & w.IN_ISDIR)) for i in seen if i[0] == "ev"}
+            names = {
+                (i[3], bool(i[2] & w.IN_CLOSE_WRITE), bool(i[2] & w.IN_ISDIR)) for i in seen if i[0] == "ev"
+            }
             return (b"a.py", True, False) in names and any(n == b"d" and d for n, _, d in names)
 
         wait_for(got, what="inotify events")
@@ -486,8 +536,11 @@ def test_git_checkout_of_1000_files_is_one_action_per_rule(tmp_path: Path) -> No
     write(proj / "assets/logo.svg")
 
     def git(*a: str) -> None:
-        subprocess.run(["git", "-C", os.fspath(proj), "-c", "user.email=t@t", "-c", "user.name=t", *a],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["git", "-C", os.fspath(proj), "-c", "user.email=t@t", "-c", "user.name=t", *a],
+            check=True,
+            capture_output=True,
+        )
 
     git("init", "-q", "-b", "main")
     git("add", "-A")
@@ -516,3 +569,46 @@ def test_git_checkout_of_1000_files_is_one_action_per_rule(tmp_path: Path) -> No
         assert all(len(j.paths) == 1000 for j in runner.runs)
     finally:
         watcher.source.stop()
+
+
+def test_limit_hit_later_is_reported_and_watching_goes_on(project: Path) -> None:
+    src = FakeSource()
+    watcher, src, jobs, clock, out = make_watcher(project, source=src)
+    watcher.start()
+    src.limit = len(src.paths)
+    write(project / "src/newpkg/m.py")
+    watcher.handle(ev(src, project / "src", "newpkg", w.IN_CREATE | w.IN_ISDIR), clock.t + 1)
+    assert "error: the inotify watch limit is reached" in out.getvalue()
+    assert "sudo sysctl fs.inotify.max_user_watches=" in out.getvalue()
+    watcher.handle(ev(src, project / "src", "app.py"), clock.t + 1)  # still working
+    assert watcher.sched.slots[w.ActionKey("web", "restart", ("app",))].pending
+
+
+def _userns_ok() -> bool:
+    return subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _userns_ok(), reason="needs `unshare -U -r` (user namespaces)")
+@pytest.mark.parametrize(
+    "limit,sysctl",
+    [
+        ("max_inotify_watches", "fs.inotify.max_user_watches"),
+        ("max_inotify_instances", "fs.inotify.max_user_instances"),
+    ],
+)
+def test_real_kernel_limits_are_named(project: Path, limit: str, sysctl: str) -> None:
+    """`devbox watch` in a user namespace whose own inotify limit is tiny (the host's is untouched)."""
+    for i in range(30):
+        (project / f"src/p{i}").mkdir()
+    value = 0 if limit == "max_inotify_instances" else 5
+    repo = Path(__file__).resolve().parents[2]
+    script = f"echo {value} > /proc/sys/user/{limit} && exec {repo}/.venv/bin/devbox watch --file Devboxfile"
+    r = subprocess.run(
+        ["unshare", "-U", "-r", "/bin/sh", "-c", script],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 125, r.stderr
+    assert sysctl in r.stderr and "sudo sysctl" in r.stderr, r.stderr

@@ -113,9 +113,10 @@ def _steps(box: model.Box) -> list[Any]:
 
 
 def box_image(project: model.Project, box: model.Box, *, no_cache: bool = False, say: Say = _stderr,
-              only_cached: bool = False) -> Any:  # fmt: skip
+              only_cached: bool = False, frozen: bool = False) -> Any:  # fmt: skip
     """The box's image: base (+ packages) + build steps, each cached. With only_cached, None when
     something would have to be built."""
+    from devbox import lockfile
     from devbox.runtime.image import ensure_image
     from devbox.runtime.image.build import Step, build, lookup_chain
     from devbox.runtime.image.store import ImageStore
@@ -123,12 +124,14 @@ def box_image(project: model.Project, box: model.Box, *, no_cache: bool = False,
     store = ImageStore()
     suite = _debian_suite(box.base)
     steps = _steps(box)
+    # Devboxfile.lock: a pinned base is used as is; otherwise what is resolved below is checked against it
+    pinned = lockfile.pinned_base(store, project, box, frozen=frozen, only_cached=only_cached, say=say)
     if suite is not None:
         # Debian bases: one mmdebstrap run with the packages included is the fastest way to them
         pk = sorted(set(box.packages))
         ref = f"debian:{suite}" if not pk else f"debian:{suite}-{hashlib.sha256(' '.join(pk).encode()).hexdigest()[:12]}"
         try:
-            base = store.resolve(ref)
+            base = pinned or store.resolve(ref)
         except errors.ImageNotFound:
             if only_cached:
                 return None
@@ -137,7 +140,9 @@ def box_image(project: model.Project, box: model.Box, *, no_cache: bool = False,
             say(f"box {box.name}: bootstrapping debian:{suite}" + (f" with {', '.join(pk)}" if pk else ""))
             base = bootstrap.bootstrap_debian(store, suite, ref=ref, packages=tuple(pk))
     else:
-        if only_cached:
+        if pinned is not None:
+            base = pinned
+        elif only_cached:
             try:
                 base = store.resolve(box.base)
             except errors.ImageNotFound:
@@ -154,6 +159,8 @@ def box_image(project: model.Project, box: model.Box, *, no_cache: bool = False,
     tag = f"{project.name}-{box.name}:latest"
     if only_cached:
         return lookup_chain(store, base, steps)
+    if pinned is None:
+        lockfile.check_base(store, project, box, base, frozen=frozen, say=say)
     img = build(store, base, steps, tag=tag, no_cache=no_cache, out=lambda s: say(f"box {box.name}: {s}"))
     _check_supervisord(store, img, box)
     return img
@@ -341,7 +348,7 @@ def _run_in_box(c: ct.Container) -> Callable[[list[str]], int]:
 
 
 def up(project: model.Project, boxes: list[str] | None = None, *, build: bool = False, say: Say = _stderr,
-       no_cache: bool = False) -> UpResult:  # fmt: skip
+       no_cache: bool = False, frozen: bool = False) -> UpResult:  # fmt: skip
     from devbox.runtime import network
 
     t0 = time.monotonic()
@@ -354,7 +361,7 @@ def up(project: model.Project, boxes: list[str] | None = None, *, build: bool = 
         for dep in box.depends_on:
             if dep in started:
                 _wait_box(project, project.boxes[dep], *started.pop(dep), result)
-        img = box_image(project, box, no_cache=no_cache or build, say=say)
+        img = box_image(project, box, no_cache=no_cache or build, say=say, frozen=frozen)
         c = box_container(project, name)
         action = "none"
         if c is not None and (c.spec.image_digest != img.digest

@@ -64,6 +64,10 @@ def up_cmd(
     build: bool = typer.Option(False, "--build", help="Rebuild images without the step cache."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be done, do nothing."),
     watch: bool = typer.Option(False, "--watch", help="Keep watching files and apply the watch rules."),
+    frozen: bool = typer.Option(
+        False, "--frozen", envvar="DEVBOX_FROZEN",
+        help="Fail unless Devboxfile.lock pins every box's base as the Devboxfile says.",
+    ),
     file: Path = FILE_OPT,
 ) -> None:
     """Create, build and start the project's boxes until every service is healthy."""
@@ -71,6 +75,10 @@ def up_cmd(
 
     require_root()
     project = _project(file)
+    if frozen:
+        from devbox import lockfile
+
+        lockfile.check_frozen(project)
     if dry_run:
         for a in orchestrator.plan(project, boxes or None, build=build):
             print(a.describe())
@@ -78,7 +86,7 @@ def up_cmd(
     from devbox.runtime import container as ct
 
     ct.reconcile()
-    result = orchestrator.up(project, boxes or None, build=build)
+    result = orchestrator.up(project, boxes or None, build=build, frozen=frozen)
     _summary(result)
     if watch:
         from devbox import watch as w

@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
 
 def pull_cmd(
     ref: str = typer.Argument(..., metavar="[REGISTRY/]NAME[:TAG|@sha256:DIGEST]"),
-    platform: str = typer.Option(None, "--platform", help="OS/ARCH[/VARIANT] (default: this machine's)."),
+    platform: str = typer.Option(
+        None, "--platform", help="OS/ARCH or OS/ARCH/VARIANT (default: this machine's)."
+    ),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress; print only the image digest."),
 ) -> None:
     """Pull an image from a registry (Docker Hub for short names like `python:3.12`)."""

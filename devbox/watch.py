@@ -1151,8 +1151,9 @@ class Watcher:
             self._drop_tree(path)
         if mask & IN_CREATE and not is_dir:
             try:
-                if stat.S_ISREG(os.lstat(path).st_mode):
-                    return  # a new file: its IN_CLOSE_WRITE follows
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and st.st_size == 0 and st.st_nlink == 1:
+                    return  # a new, empty file: its IN_CLOSE_WRITE follows (a new hard link counts now)
             except OSError:
                 pass
         if is_dir and mask & (IN_CREATE | IN_MOVED_TO) and self.wanted(path):
@@ -1364,6 +1365,7 @@ def watch(
     code = 0
     try:
         w.start()
+        _warn_not_running(w)
         try:
             w.run()
         except KeyboardInterrupt:
@@ -1378,6 +1380,21 @@ def watch(
                 signal.signal(s, h)
     out.line("stopped watching; the boxes keep running")
     return code
+
+
+def _warn_not_running(w: Watcher) -> None:
+    from devbox import orchestrator
+    from devbox.runtime import container as ct
+
+    assert w.ctx is not None
+    for box in dict.fromkeys(r.box for r in w.ctx.rules):
+        try:
+            c = orchestrator.box_container(w.ctx.project, box)
+            running = c is not None and c.refresh() == ct.RUNNING
+        except errors.DevboxError:
+            running = False
+        if not running:
+            w.out.line(f"warning: box {box} is not running: its actions fail until `devbox up {box}`")
 
 
 def _helper_main(argv: list[str]) -> int:

@@ -550,20 +550,24 @@ def test_git_checkout_of_1000_files_is_one_action_per_rule(tmp_path: Path) -> No
         (proj / f"src/m{i // 100}/f{i}.py").write_text("b\n")
     git("commit", "-q", "-am", "b")
     runner = FakeRunner()
-    watcher = w.Watcher(proj / "Devboxfile", None, runner=runner, out=w.Reporter(io.StringIO()))
+    seen: list[str] = []
+
+    class Recording(w.Watcher):
+        def changed(self, path: str, is_dir: bool, now: float) -> None:
+            seen.append(path)
+            super().changed(path, is_dir, now)
+
+    watcher = Recording(proj / "Devboxfile", None, runner=runner, out=w.Reporter(io.StringIO()))
     watcher.start()
     try:
         wait_for(lambda: watcher.step(0.05) or watcher.sched.idle(), what="the initial sync")
         runner.runs.clear()
         git("checkout", "-q", "main")
-        deadline = time.monotonic() + 5  # the checkout's events, the debounce, then nothing more
-        while time.monotonic() < deadline:
-            watcher.step(0.05)
-            if len(runner.runs) >= 2 and watcher.sched.idle():
-                break
-        t_end = time.monotonic() + 0.5  # nothing else follows
-        while time.monotonic() < t_end:
-            watcher.step(0.05)
+        # inotify keeps order: once this file's event is through and the scheduler is idle, every event
+        # of the checkout has been handled and every action it caused has run
+        sentinel = write(proj / "sentinel.txt")
+        wait_for(lambda: watcher.step(0.05) or (os.fspath(sentinel) in seen and watcher.sched.idle()),
+                 what="the checkout's actions")  # fmt: skip
         actions = sorted(j.key.action for j in runner.runs)
         assert actions == ["restart", "signal"], actions
         assert all(len(j.paths) == 1000 for j in runner.runs)
@@ -612,3 +616,36 @@ def test_real_kernel_limits_are_named(project: Path, limit: str, sysctl: str) ->
     )
     assert r.returncode == 125, r.stderr
     assert sysctl in r.stderr and "sudo sysctl" in r.stderr, r.stderr
+
+
+def test_a_rule_path_that_appears_later(tmp_path: Path) -> None:
+    text = DEVBOXFILE.replace("- {path: ./pkg/list.txt, action: rebuild}",
+                              "- {path: ./target/app.war, action: restart worker}")  # fmt: skip
+    write(tmp_path / "Devboxfile", text)
+    watcher, src, jobs, clock, out = make_watcher(tmp_path)
+    watcher.start()
+    watcher.sched.slots.clear()
+    now = clock.t + 1
+    write(tmp_path / "target/classes/A.class")
+    watcher.handle(ev(src, tmp_path, "target", w.IN_CREATE | w.IN_ISDIR), now)
+    assert os.fspath(tmp_path / "target") in src.paths.values()
+    assert os.fspath(tmp_path / "target/classes") not in src.paths.values()  # ignored by default
+    write(tmp_path / "target/app.war")
+    watcher.handle(ev(src, tmp_path / "target", "app.war"), now)
+    watcher.dispatch(now + 1)
+    assert [j.key for j in jobs] == [w.ActionKey("web", "restart", ("worker",))]
+
+
+def test_queue_overflow_rescans_and_runs_every_rule(project: Path) -> None:
+    watcher, src, jobs, clock, out = make_watcher(project)
+    watcher.start()
+    watcher.sched.slots.clear()
+    (project / "src/late").mkdir()  # made while events were lost
+    watcher.handle(("overflow",), clock.t + 1)
+    assert os.fspath(project / "src/late") in src.paths.values()
+    assert "fs.inotify.max_queued_events" in out.getvalue()
+    watcher.dispatch(clock.t + 10)
+    watcher.dispatch(clock.t + 10)
+    keys = {k.action for k in watcher.sched.slots}
+    assert {"restart", "signal", "sync", "rebuild"} <= keys
+    assert all(j.full or j.key == w.RELOAD_KEY for j in jobs)

@@ -44,6 +44,8 @@ def _stderr(msg: str) -> None:
 def load(file: Path | None = None) -> model.Project:
     from devbox import devboxfile
 
+    if file is None and os.environ.get("DEVBOX_FILE"):
+        file = Path(os.environ["DEVBOX_FILE"])
     path = file if file is not None else devboxfile.find(Path.cwd())
     return devboxfile.load(Path(path).resolve())
 

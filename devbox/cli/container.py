@@ -244,12 +244,15 @@ def exec_cmd(
     env: list[str] = typer.Option([], "-e", "--env", help="KEY=VALUE (repeatable)."),
     user: str = typer.Option(None, "-u", "--user", help="User to run as."),
     workdir: str = typer.Option(None, "-w", "--workdir", help="Working directory."),
+    file: Path = typer.Option(None, "--file", envvar="DEVBOX_FILE", help="Devboxfile, when CONTAINER is a box."),
 ) -> None:
-    """Run a command in a running container."""
+    """Run a command in a running box or container."""
     from devbox.runtime import console
     from devbox.runtime import container as ct
 
     require_root()
+    if file is not None:
+        os.environ["DEVBOX_FILE"] = os.fspath(file)
     command = list(command)
     if command and command[0] == "--":
         command = command[1:]
@@ -286,12 +289,15 @@ def logs_cmd(
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new output until it stops."),
     tail: int = typer.Option(-1, "-n", "--tail", help="Only the last N lines (of each log)."),
     since: str = typer.Option(None, "--since", help="Only lines from the last DURATION (e.g. 10m) (boxes only)."),
+    file: Path = typer.Option(None, "--file", envvar="DEVBOX_FILE", help="Devboxfile of the boxes."),
 ) -> None:
     """Print a box's service logs, or a detached container's output."""
     from devbox.cli.project import box_logs, box_target
     from devbox.runtime import container as ct
 
     require_root()
+    if file is not None:
+        os.environ["DEVBOX_FILE"] = os.fspath(file)
     if container is None:
         box_logs(None, follow=follow, tail=tail, since=since)
         return

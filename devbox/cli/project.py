@@ -173,10 +173,13 @@ def box_target(name: str) -> Any | None:
     """If `name` (BOX or BOX/SERVICE) is a box of the Devboxfile here, (project, container, service)."""
     from devbox import devboxfile
 
-    try:
-        path = devboxfile.find(Path.cwd())
-    except errors.DevboxError:
-        return None
+    if os.environ.get("DEVBOX_FILE"):
+        path = Path(os.environ["DEVBOX_FILE"])
+    else:
+        try:
+            path = devboxfile.find(Path.cwd())
+        except errors.DevboxError:
+            return None
     from devbox import orchestrator
 
     project = orchestrator.load(path)

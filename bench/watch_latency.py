@@ -13,8 +13,9 @@ DEVBOX_BOOTSTRAP_CACHE, default /var/cache/devbox-test):
    poll supervisord (every 2 ms) until `app` is RUNNING with a new pid. That time minus the median own
    restart time is devbox watch's share: inotify, debounce (100 ms quiet), scheduling, the RPC calls.
 Both are run with startsecs=1 (supervisord's default) and startsecs=0.
-4. --tree N: a tree of N files (80% in src/, 20% in node_modules/) watched by devbox's watcher (the
-   real InotifySource, fake actions) and by watchdog's recursive Observer: start-up time, number of
+4. --tree N: a tree of N files (80% in src/, 20% in node_modules/, --per-dir files a folder) watched
+   by devbox's watcher (the real InotifySource, fake actions) and by watchdog's recursive Observer:
+   start-up time, number of
    inotify watches (from /proc/self/fdinfo), the process's RSS growth, and save -> action-started latency.
 """
 
@@ -145,8 +146,7 @@ def rss_kb() -> int:
     return int(m.group(1)) if m else 0
 
 
-def make_tree(root: Path, n: int) -> None:
-    per_dir = 50
+def make_tree(root: Path, n: int, per_dir: int) -> None:
     for i in range(n):
         top = "node_modules" if i >= n * 0.8 else "src"
         d = root / top / f"d{i // per_dir // 20}" / f"e{i // per_dir}"
@@ -155,13 +155,13 @@ def make_tree(root: Path, n: int) -> None:
         (d / f"f{i}.py").write_bytes(b"x\n")
 
 
-def tree(root: Path, n: int) -> None:
+def tree(root: Path, n: int, per_dir: int) -> None:
     from devbox import watch as w
 
     proj = root / "tree"
     proj.mkdir()
     t0 = time.monotonic()
-    make_tree(proj, n)
+    make_tree(proj, n, per_dir)
     print(
         f"\n--tree {n}: made {n} files in {sum(1 for _ in proj.rglob('*') if _.is_dir())} folders "
         f"in {time.monotonic() - t0:.1f}s"
@@ -198,7 +198,7 @@ def tree(root: Path, n: int) -> None:
     lat = []
     try:
         for k in range(10):
-            target = proj / "src" / f"d{k}" / f"e{k * 20}" / f"f{k * 20 * 50}.py"
+            target = proj / "src" / f"d{k}" / f"e{k * 20}" / f"f{k * 20 * per_dir}.py"
             n0 = len(runner.started)
             t0 = time.monotonic()
             target.write_bytes(b"y\n")
@@ -235,6 +235,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=15)
     ap.add_argument("--tree", type=int, default=50000, help="files in the big-tree test (0: skip)")
+    ap.add_argument("--per-dir", type=int, default=10, help="files per folder in the big tree")
     ap.add_argument("--startsecs", type=int, nargs="*", default=[1, 0])
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -254,7 +255,7 @@ def main() -> None:
             print(f"  save -> RUNNING with a new pid          : {ms(r['save'])}")
             print(f"  save -> RUNNING minus own restart       : {ms([x - own for x in r['save']])}")
         if a.tree:
-            tree(base, a.tree)
+            tree(base, a.tree, a.per_dir)
         print(
             "\n"
             + json.dumps(

@@ -191,13 +191,49 @@ def _translate_segment(seg: str) -> str:
     return out
 
 
-def compile_patterns(lines: Iterable[str]) -> tuple[Pattern, ...]:
-    return tuple(p for p in (compile_pattern(x) for x in lines) if p is not None)
+class PatternList(tuple[Pattern, ...]):
+    """Patterns in file order; without negations, matched with one combined regex per kind (a 50,000-file
+    tree asks about every folder)."""
+
+    simple: bool
+    _alts: tuple[re.Pattern[str] | None, ...]
+
+    def __new__(cls, patterns: Iterable[Pattern]) -> PatternList:
+        self = super().__new__(cls, patterns)
+        self.simple = not any(p.negate for p in self)
+
+        def alt(anchored: bool, dir_only: bool) -> re.Pattern[str] | None:
+            rx = [p.regex.pattern for p in self if p.anchored == anchored and p.dir_only == dir_only]
+            return re.compile("|".join(f"(?:{x})" for x in rx), re.DOTALL) if rx else None
+
+        self._alts = (alt(False, False), alt(False, True), alt(True, False), alt(True, True))
+        return self
+
+    def any_match(self, parts: tuple[str, ...], is_dir: bool) -> bool:
+        base_any, base_dir, full_any, full_dir = self._alts
+        if base_any is not None and base_any.fullmatch(parts[-1]):
+            return True
+        if is_dir and base_dir is not None and base_dir.fullmatch(parts[-1]):
+            return True
+        if full_any is None and (full_dir is None or not is_dir):
+            return False
+        joined = "/".join(parts)
+        if full_any is not None and full_any.fullmatch(joined):
+            return True
+        return bool(is_dir and full_dir is not None and full_dir.fullmatch(joined))
+
+
+def compile_patterns(lines: Iterable[str]) -> PatternList:
+    return PatternList(p for p in (compile_pattern(x) for x in lines) if p is not None)
 
 
 def decide(patterns: Iterable[Pattern], parts: tuple[str, ...], is_dir: bool) -> bool | None:
     """The last matching pattern's verdict for this one path (True = matched, False = negated), or
     None when no pattern matches. Ancestors are the caller's business."""
+    if not parts:
+        return None
+    if isinstance(patterns, PatternList) and patterns.simple:
+        return True if patterns.any_match(parts, is_dir) else None
     verdict = None
     for p in patterns:
         if p.matches(parts, is_dir):

@@ -183,6 +183,8 @@ def restore(project: model.Project, box: str, name: str, *, say: Any = None) -> 
         c = orchestrator._create_box(project, b, img)
         orchestrator._write_conf(c, b)
     ct.stop(c)
+    for stale in [*c.dir.glob(".upper.old-*"), *c.dir.glob(".work.old-*")]:  # left by a killed restore
+        shutil.rmtree(stale, ignore_errors=True)
     with c.lock():
         if c.refresh() == ct.RUNNING:
             raise errors.IncorrectStatus(f"box {box} was started again during the restore", hint="retry")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers import devbox, ok
+from registry_fixture import Registry, registry_noauth  # noqa: F401
 
 pytestmark = pytest.mark.root
 
@@ -34,7 +35,9 @@ def proj(debian_image: str, tmp_path: Path) -> Iterator[Path]:
     finally:
         if f.exists():
             devbox("destroy", "-f", "--file", str(f))
-        for ref in ("locktest/base:1", "locktest/other:1", "lockdeb-web:latest", "lockreg-web:latest"):
+        devbox("rm", "-f", "lockx")
+        for ref in ("locktest/base:1", "locktest/other:1", "locktest/x:1", "lockdeb-web:latest", "lockreg-web:latest",
+                    "lockpull-web:latest"):  # fmt: skip
             devbox("image", "rm", ref)
 
 
@@ -141,3 +144,34 @@ def test_lock_pins_the_image_not_the_tag(proj: Path, debian_image: str) -> None:
     _one_line_error(devbox("up", "--frozen", *f), "--frozen", "is not in the local store")
     r = devbox("up", *f)
     assert r.returncode == 0 and "Devboxfile.lock pins sha256:000000000000" in r.stderr, r.stderr
+
+
+@pytest.mark.registry
+def test_lock_registry_base_is_pulled_by_digest(proj: Path, debian_image: str, registry_noauth: Registry,  # noqa: F811
+                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("DEVBOX_AUTH_FILE", str(tmp_path / "auth.json"))
+    ok("run", "--name", "lockx", "--network", "none", debian_image, "sh", "-c", "echo pinned > /pinned.txt")
+    ok("commit", "lockx", "locktest/x:1")
+    ref = registry_noauth.ref("lockt/deb:1")
+    ok("push", "locktest/x:1", ref, timeout=300)
+    ok("pull", ref, timeout=300)  # records the digest the registry served
+    _devboxfile(proj, "lockpull", ref)
+    f = ["--file", str(proj)]
+    ok("lock", *f)
+    box = json.loads(proj.with_name("Devboxfile.lock").read_text())["boxes"]["web"]
+    assert (
+        box["registry_digest"].startswith("sha256:")
+        and box["repository"] == f"{registry_noauth.host}/lockt/deb"
+    )
+    pinned = box["digest"]
+
+    # on "another machine": the tag has moved on in the registry, and the pinned image is not in the store
+    ok("push", debian_image, ref, timeout=300)
+    ok("image", "rm", ref)
+    ok("image", "rm", "locktest/x:1")
+    assert devbox("image", "inspect", pinned).returncode != 0
+    r = devbox("up", "--frozen", *f, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "pulling the pinned base" in r.stderr
+    assert ok("exec", "lockpull-web", "cat", "/pinned.txt") == "pinned\n"
+    assert ok("image", "inspect", pinned)

@@ -10,7 +10,7 @@ pushed with skopeo into Debian's docker-registry on 127.0.0.1 (no auth).
 Each round, in alternating order, into fresh directories on a private tmpfs (the disk is a trap for this:
 see shared/bench-anchors/RESULTS.md):
   devbox        `devbox pull -q REF` into an empty state root (download, verify, unpack, tag)
-  devbox-nostream  the same with DEVBOX_PULL_STREAM=0 (download the blob first, then unpack it)
+  devbox-stream the same with DEVBOX_PULL_STREAM=1 (unpack each layer while it downloads)
   podman        `podman pull` into empty storage (private containers.conf/storage.conf, as lib.sh does)
   skopeo+tar    `skopeo copy docker://REF oci:DIR` then `tar -xzf` of the layer blob
 Prints medians (wall time of each command, Python start-up of the devbox CLI included) and ratios.
@@ -105,7 +105,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dbxbench-pull-", dir="/tmp"))
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16g,mode=0755", "dbxbench", str(work)], check=True)
     proc = None
-    results: dict[str, list[float]] = {"devbox": [], "devbox-nostream": [], "podman": [], "skopeo+tar": []}
+    results: dict[str, list[float]] = {"devbox": [], "devbox-stream": [], "podman": [], "skopeo+tar": []}
     try:
         sizes = make_layout(rootfs, work / "layout")
         reg, proc = start_registry(work / "registry", with_auth=False)
@@ -115,13 +115,12 @@ def main() -> None:
               f"uncompressed, one layer; registry {reg.host}; runs {args.runs}; all on tmpfs", flush=True)  # fmt: skip
 
         def run_devbox(i: int) -> float:
-            env = dict(
-                os.environ, DEVBOX_ROOT=str(work / f"devbox-{i}"), DEVBOX_AUTH_FILE=str(work / "auth.json")
-            )
+            env = dict(os.environ, DEVBOX_ROOT=str(work / f"devbox-{i}"), DEVBOX_PULL_STREAM="0",
+                       DEVBOX_AUTH_FILE=str(work / "auth.json"))  # fmt: skip
             return timed([str(DEVBOX), "pull", "-q", ref], env)
 
-        def run_devbox_nostream(i: int) -> float:
-            env = dict(os.environ, DEVBOX_ROOT=str(work / f"devbox-ns-{i}"), DEVBOX_PULL_STREAM="0",
+        def run_devbox_stream(i: int) -> float:
+            env = dict(os.environ, DEVBOX_ROOT=str(work / f"devbox-st-{i}"), DEVBOX_PULL_STREAM="1",
                        DEVBOX_AUTH_FILE=str(work / "auth.json"))  # fmt: skip
             return timed([str(DEVBOX), "pull", "-q", ref], env)
 
@@ -152,7 +151,7 @@ def main() -> None:
             return dt + timed(["tar", "-C", str(d / "rootfs"), "-xzf", str(blob)])
 
         runners = [("devbox", run_devbox), ("podman", run_podman), ("skopeo+tar", run_skopeo),
-                   ("devbox-nostream", run_devbox_nostream)]  # fmt: skip
+                   ("devbox-stream", run_devbox_stream)]  # fmt: skip
         for i in range(args.runs):
             order = runners if i % 2 == 0 else list(reversed(runners))
             line = []

@@ -121,9 +121,11 @@ def fake() -> Iterator[FakeRegistry]:
         f.close()
 
 
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ImageStore:
+@pytest.fixture(params=["download-then-unpack", "streamed"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ImageStore:
+    """A fresh store; every test runs with both pull modes (DEVBOX_PULL_STREAM=0 and 1)."""
     monkeypatch.setenv("DEVBOX_AUTH_FILE", str(tmp_path / "auth.json"))
+    monkeypatch.setenv("DEVBOX_PULL_STREAM", "1" if request.param == "streamed" else "0")
     return ImageStore(tmp_path / "root")
 
 

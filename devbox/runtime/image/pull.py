@@ -3,6 +3,7 @@
     manifest (or index -> the host platform's manifest) -> config -> layers, in parallel (4 at a time):
     each layer blob is streamed to tmp/, verified (size + sha256), moved into blobs/, then unpacked
     (store.unpack_layer checks the DiffID) while the other layers are still downloading.
+    With DEVBOX_PULL_STREAM=1 a layer is also unpacked while it downloads (`_stream_layer`).
     Only when every layer is registered is the manifest added and the reference tagged.
 
 Blobs and layers already in the store are not fetched again. A failure leaves no tag, no temp file,
@@ -368,7 +369,9 @@ ENV_STREAM = "DEVBOX_PULL_STREAM"
 
 
 def _streaming() -> bool:
-    return os.environ.get(ENV_STREAM, "1") not in ("0", "false", "no")
+    """Off by default: on 2 busy cores the download thread and the (pure Python) extractor fight over
+    the GIL and the overlap lost more than it won (bench/pull.py measures both)."""
+    return os.environ.get(ENV_STREAM, "0") in ("1", "true", "yes")
 
 
 class _RetryUnstreamed(Exception):

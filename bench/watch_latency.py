@@ -98,6 +98,7 @@ def latency(root: Path, samples: int, startsecs: int) -> dict[str, Any]:
         own = []
         for _ in range(samples):
             old = client.info("app").pid
+            time.sleep(0.3)  # as below: a restart right after a start can lose supervisord's SIGTERM
             t0 = time.monotonic()
             client.restart("app")
             wait_new(old, t0 + 60)

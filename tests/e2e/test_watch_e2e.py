@@ -3,7 +3,8 @@ running as its own process, real edits in the mounted project folder.
 
 Proves: an edit restarts exactly the service its rule names (its pid changes, the other's does not);
 edits under ignored paths (defaults, .gitignore, rule globs) do nothing; `exec` and `sync` actions
-reach the box; a Devboxfile edit that adds a service starts it without restarting the watcher;
+reach the box; a Devboxfile edit that adds a service starts it without restarting the watcher; a
+`rebuild` rule recreates the box from the changed copied file and the synced tree is copied again;
 Ctrl-C (SIGINT) ends the watcher with a clean message and leaves the box running.
 """
 
@@ -28,6 +29,9 @@ name: {name}
 boxes:
   web:
     base: {image}
+    build:
+      - copy: files/motd
+        to: /etc/motd
     mounts: ["./app:/srv/app"]
     services:
       app: {{command: python3 /srv/app/main.py}}
@@ -36,6 +40,7 @@ boxes:
       - {{path: ./app, include: ["*.py"], ignore: ["scratch/"], action: restart app}}
       - {{path: ./app, include: ["*.txt"], action: "exec echo ran >> /srv/app/exec.marker"}}
       - {{path: ./conf, action: sync /etc/myconf}}
+      - {{path: ./files, action: rebuild}}
 """
 EXTRA = """      extra: {command: sleep infinity}
     watch:"""
@@ -70,6 +75,8 @@ def watched(debian_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     (root / "conf").mkdir()
     (root / "conf/a.conf").write_text("a=1\n")
     (root / ".gitignore").write_text("generated/\n")
+    (root / "files").mkdir()
+    (root / "files/motd").write_text("v1\n")
     log = root.parent / f"{name}-watch.log"
     proc = None
     try:
@@ -163,6 +170,20 @@ def test_devboxfile_edit_adds_a_service(watched: Watched) -> None:
         30,
         "app to restart after the reload",
     )
+
+
+def test_rebuild_recreates_the_box_and_syncs_again(watched: Watched) -> None:
+    def box() -> tuple[str, str]:
+        st = json.loads(ok("status", "--json", "--file", os.fspath(watched.file)))
+        r = devbox("exec", "web", "--", "/bin/sh", "-c", "cat /etc/motd /etc/myconf/*", cwd=watched.root)
+        return st["boxes"][0]["container"], r.stdout
+
+    before, _ = box()
+    (watched.root / "files/motd").write_text("v2\n")
+    wait_for(lambda: "web: rebuild: ok" in watched.output(), 180, "the rebuild")
+    after, text = wait_for(lambda: (lambda b: b if b[1] == "v2\nb=2\n" else None)(box()), 60,
+                           "the new box with the new file and the synced conf")  # fmt: skip
+    assert after != before
 
 
 def test_ctrl_c_stops_watching_and_leaves_the_box_running(watched: Watched) -> None:

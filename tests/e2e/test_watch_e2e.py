@@ -3,9 +3,10 @@ running as its own process, real edits in the mounted project folder.
 
 Proves: an edit restarts exactly the service its rule names (its pid changes, the other's does not);
 edits under ignored paths (defaults, .gitignore, rule globs) do nothing; `exec` and `sync` actions
-reach the box; a Devboxfile edit that adds a service starts it without restarting the watcher; a
-`rebuild` rule recreates the box from the changed copied file and the synced tree is copied again;
-Ctrl-C (SIGINT) ends the watcher with a clean message and leaves the box running.
+reach the box; `signal` reaches its service; a Devboxfile edit that adds a service starts it without
+restarting the watcher; a `rebuild` rule recreates the box from the changed copied file and the
+synced tree is copied again; Ctrl-C (SIGINT) ends the watcher with a clean message and leaves the box
+running.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ boxes:
       - {{path: ./app, include: ["*.txt"], action: "exec echo ran >> /srv/app/exec.marker"}}
       - {{path: ./conf, action: sync /etc/myconf}}
       - {{path: ./files, action: rebuild}}
+      - {{path: ./app/other.cfg, action: signal other HUP}}
 """
 EXTRA = """      extra: {command: sleep infinity}
     watch:"""
@@ -142,6 +144,16 @@ def test_ignored_paths_do_nothing(watched: Watched) -> None:
     wait_for(lambda: marker.exists() and "ran" in marker.read_text(), 30, "the exec action")
     wait_for(lambda: "exec echo ran >> /srv/app/exec.marker: ok" in watched.output(), 10, "the exec outcome")
     assert watched.output().count("restart app (") == before, watched.output()
+    assert watched.pid("app") == app
+
+
+def test_signal_reaches_the_service(watched: Watched) -> None:
+    # `sleep` dies of SIGHUP; supervisord (autorestart=unexpected) starts it again with a new pid
+    app, other = watched.pid("app"), watched.pid("other")
+    (watched.root / "app/other.cfg").write_text("reload=1\n")
+    wait_for(lambda: watched.services()["other"]["state"] == "RUNNING" and watched.pid("other") != other, 30,
+             "other to be signalled and restarted")  # fmt: skip
+    assert "web: signal other HUP: ok" in watched.output()
     assert watched.pid("app") == app
 
 

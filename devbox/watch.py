@@ -822,7 +822,14 @@ class BoxRunner:
                 client.signal(svc, k.args[1])
                 return f"sent SIG{k.args[1]} to pid {client.info(svc).pid}"
             old = client.info(svc).pid
-            client.restart(svc)
+            try:
+                client.restart(svc)
+            except errors.DevboxError as e:
+                try:  # what the service said before it failed
+                    tail = client.tail(svc, "stderr", 4000).splitlines()[-OUTPUT_TAIL:]
+                except errors.DevboxError:
+                    tail = []
+                raise ActionFailed(e.message, output=tail, hint=e.hint) from None
             return f"pid {old or '-'} -> {client.info(svc).pid}"
         box = ctx.project.boxes[k.box]
         if k.action == "exec":

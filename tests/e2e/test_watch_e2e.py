@@ -123,6 +123,22 @@ def test_edit_restarts_the_right_service_only(watched: Watched) -> None:
     assert "web: restart app: ok" in watched.output()
 
 
+def test_a_failed_action_is_shown_and_watching_goes_on(watched: Watched) -> None:
+    main = watched.root / "app/main.py"
+    good = main.read_text()
+    main.write_text("def broken(:\n")
+    wait_for(lambda: "web: restart app: FAILED" in watched.output(), 30, "the failed restart")
+    assert "SyntaxError" in watched.output()  # the service's own last words
+    app = watched.pid("app")
+    main.write_text(good + "# fixed\n")
+    wait_for(
+        lambda: watched.services()["app"]["state"] == "RUNNING" and watched.pid("app") not in (0, app),
+        60,
+        "app to run again",
+    )
+    assert watched.proc.poll() is None
+
+
 def test_ignored_paths_do_nothing(watched: Watched) -> None:
     app = watched.pid("app")
     before = watched.output().count("restart app (")

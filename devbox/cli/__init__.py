@@ -71,14 +71,13 @@ def main() -> None:
         sys.exit(130)
     except (typer.Abort,):
         sys.exit(1)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
+    except Exception as e:  # usage errors and the like (typer 0.26+ vendors its own click)
+        exit_code = getattr(e, "exit_code", None)
+        if isinstance(e, typer.Exit) or type(e).__name__ == "Exit":
+            sys.exit(exit_code or 0)
+        if hasattr(e, "show") and isinstance(exit_code, int):  # a ClickException: usage text + message
             e.show()
-            sys.exit(e.exit_code)
+            sys.exit(exit_code)
         if os.environ.get("DEVBOX_DEBUG"):
             raise
         print(f"devbox: internal error: {type(e).__name__}: {e} (run with DEVBOX_DEBUG=1 for a traceback)",

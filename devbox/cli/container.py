@@ -172,8 +172,6 @@ def run_cmd(
         raise
     if rm:
         ct.remove(c, force=True)
-    else:
-        ct.stop(c, timeout=0)  # the payload is gone: clear the cgroup and network, keep the upper dir
     raise typer.Exit(code)
 
 

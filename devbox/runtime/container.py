@@ -390,8 +390,9 @@ def wait_foreground(st: Started, forwarder: Any = None) -> int:
     if st.master is not None:
         os.close(st.master)
     with c.lock():
-        c.state.update({"status": STOPPED, "exit_code": code, "finished_at": time.time()})
+        c.state.update({"status": STOPPED, "exit_code": code, "finished_at": time.time(), "pid": None})
         c.save_state()
+        _teardown(c, keep_lease=True)  # stray children, the cgroup, the veth; the IP stays reserved
     return code
 
 

@@ -391,7 +391,7 @@ def enter_and_exec(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, i
                 os._exit(125)
         chan.send(b"P%d" % child)
         chan.close()
-        for fd in stdio:
+        for fd in set(stdio):
             if fd > 2:
                 os.close(fd)
         _, status = os.waitpid(child, 0)

@@ -32,12 +32,7 @@ def ensure_image(store: ImageStore, ref: str) -> Image:
         log.info("image %s not found locally; bootstrapping it with mmdebstrap", reference.normalize(ref))
         return bootstrap.bootstrap_debian(store, parsed.tag, ref=reference.normalize(ref))
 
-    # --- registry pull hook (owned by the registry client) ------------------------------------------
-    # Here the registry engineer adds: try `registry.pull(store, ref)` and return its Image, turning
-    # "registry unreachable" into the ImageNotFound below (with the network error as context).
-    # -------------------------------------------------------------------------------------------------
+    # not local and not a Debian bootstrap: pull it (an unreachable registry raises ImageNotFound)
+    from devbox.runtime.image.pull import ensure_pulled
 
-    norm = reference.normalize(ref)
-    raise ImageNotFound(f"image {norm!r} not found in the local store",
-                        hint=f"get it with `devbox pull {norm}`, `devbox image import PATH {norm}`, "
-                             "or `devbox image bootstrap debian:SUITE`")  # fmt: skip
+    return ensure_pulled(store, ref)

@@ -242,7 +242,6 @@ def _run_in_container(store: ImageStore, parent: Image, cfg: dict[str, Any], ste
         if code != 0:
             raise errors.BuildError(f"build step `{step.describe()}` failed with exit code {code}",
                                     hint="its output is above; fix the step and run again")  # fmt: skip
-        ct.stop(box, timeout=0)
         upper = box.upper
         for rel in _ENGINE_FILES:
             p = upper / rel

@@ -118,7 +118,6 @@ def box_image(project: model.Project, box: model.Box, *, no_cache: bool = False,
               only_cached: bool = False, frozen: bool = False) -> Any:  # fmt: skip
     """The box's image: base (+ packages) + build steps, each cached. With only_cached, None when
     something would have to be built."""
-    from devbox import lockfile
     from devbox.runtime.image import ensure_image
     from devbox.runtime.image.build import Step, build, lookup_chain
     from devbox.runtime.image.store import ImageStore
@@ -127,7 +126,13 @@ def box_image(project: model.Project, box: model.Box, *, no_cache: bool = False,
     suite = _debian_suite(box.base)
     steps = _steps(box)
     # Devboxfile.lock: a pinned base is used as is; otherwise what is resolved below is checked against it
-    pinned = lockfile.pinned_base(store, project, box, frozen=frozen, only_cached=only_cached, say=say)
+    # (the lockfile module is only loaded when there is a lock or --frozen asks for one)
+    lockfile: Any = None
+    pinned = None
+    if frozen or os.path.exists(os.fspath(project.file) + ".lock"):
+        from devbox import lockfile
+
+        pinned = lockfile.pinned_base(store, project, box, frozen=frozen, only_cached=only_cached, say=say)
     if suite is not None:
         # Debian bases: one mmdebstrap run with the packages included is the fastest way to them
         pk = sorted(set(box.packages))
@@ -161,7 +166,7 @@ def box_image(project: model.Project, box: model.Box, *, no_cache: bool = False,
     tag = f"{project.name}-{box.name}:latest"
     if only_cached:
         return lookup_chain(store, base, steps)
-    if pinned is None:
+    if pinned is None and lockfile is not None:
         lockfile.check_base(store, project, box, base, frozen=frozen, say=say)
     img = build(store, base, steps, tag=tag, no_cache=no_cache, out=lambda s: say(f"box {box.name}: {s}"))
     _check_supervisord(store, img, box)

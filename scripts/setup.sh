@@ -37,5 +37,7 @@ extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
 # compat mode: a plain .pth path entry; the default editable finder adds ~25 ms to every command
 .venv/bin/pip install -q --disable-pip-version-check -e ".${extra}" --config-settings editable_mode=compat
+# bytecode now, so that the first commands (and shells with PYTHONDONTWRITEBYTECODE) do not recompile
+.venv/bin/python -m compileall -q devbox >/dev/null
 ln -sf "$PWD/.venv/bin/devbox" /usr/local/bin/devbox
 echo "setup.sh: ready (devbox at /usr/local/bin/devbox -> .venv/bin/devbox)" >&2

@@ -34,15 +34,44 @@ VERB_MODULES = [
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from devbox import __version__
+
+        print(f"devbox {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show every step and its timing.")) -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show every step and its timing."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
     from devbox import log
 
     log.setup(debug)
 
 
-def _register() -> None:
-    for name in VERB_MODULES:
+# verb -> module, so that a command imports only the CLI module it needs (each costs 5-30 ms)
+VERB_OF = {
+    **dict.fromkeys(["init", "up", "status", "shell", "restart", "halt", "destroy", "reload", "provision"], "project"),
+    **dict.fromkeys(["run", "start", "ps", "exec", "logs", "stop", "kill", "rm"], "container"),
+    "image": "image", "network": "network", "watch": "watch",
+    **dict.fromkeys(["pull", "push", "login", "logout"], "registry"),
+    **dict.fromkeys(["commit", "snapshot", "lock"], "snapshot"),
+}  # fmt: skip
+
+
+def _verb(argv: list[str]) -> str | None:
+    for a in argv:
+        if not a.startswith("-"):
+            return a
+    return None
+
+
+def _register(argv: list[str] | None = None) -> None:
+    only = VERB_OF.get(_verb(argv or []) or "")
+    for name in [only] if only else VERB_MODULES:
         try:
             mod = importlib.import_module(f"devbox.cli.{name}")
         except ModuleNotFoundError as e:
@@ -61,7 +90,7 @@ def fail(err: DevboxError) -> int:
 
 
 def main() -> None:
-    _register()
+    _register(sys.argv[1:])
     try:
         rv = app(standalone_mode=False)
     except DevboxError as e:

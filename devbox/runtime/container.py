@@ -285,20 +285,10 @@ def start(c: Container, *, foreground: bool = False, stdio: tuple[int, int, int]
             child_sock.close()
             child_sock = None
             _, a_status = os.waitpid(a, 0)
-            master: int | None = None
-            ready = False
-            while pid is None or not ready:
-                msg, fds, _flags, _addr = socket.recv_fds(parent_sock, 65536, 1)
-                if not msg:
-                    raise errors.KernelError("the container's init exited before it was ready",
-                                             hint="run with --debug and check `dmesg`")  # fmt: skip
-                if msg[:1] == b"P":
-                    pid = int(msg[1:])
-                elif msg[:1] == b"R":
-                    ready = True
-                    master = fds[0] if fds else None
-                else:
-                    _raise_child_error(msg)
+            pid, master = _await_ready(parent_sock)
+            if pid is None:
+                raise errors.KernelError("the container's init exited before it was ready",
+                                         hint="run with --debug and check `dmesg`")  # fmt: skip
             c.state.update({"pid": pid, "pid_start": L.proc_start_time(pid)})
             c.save_state()
             _fault("start:after-init")
@@ -340,6 +330,28 @@ def start(c: Container, *, foreground: bool = False, stdio: tuple[int, int, int]
         assert pid is not None
         return Started(c, pid, pid, master, relays or [])
     return None
+
+
+def _await_ready(sock: socket.socket) -> tuple[int | None, int | None]:
+    """Read the child's "P<pid>" and "R" (+ pty master) messages, in either order.
+
+    Returns (pid, master); pid is None when the channel closed first. An "E" message is raised as the
+    matching DevboxError."""
+    pid: int | None = None
+    master: int | None = None
+    ready = False
+    while pid is None or not ready:
+        msg, fds, _flags, _addr = socket.recv_fds(sock, 65536, 1)
+        if not msg:
+            return None, master
+        if msg[:1] == b"P":
+            pid = int(msg[1:])
+        elif msg[:1] == b"R":
+            ready = True
+            master = fds[0] if fds else None
+        else:
+            _raise_child_error(msg)
+    return pid, master
 
 
 def _fault(point: str) -> None:
@@ -437,22 +449,12 @@ def exec_in(c: Container, args: list[str], *, env: list[str] | None = None, user
         parent_sock.close()
         nsinit.enter_and_exec(cfg, child_sock, stdio)
     child_sock.close()
-    payload = None
-    master = None
-    ready = False
     try:
-        while payload is None or not ready:
-            msg, fds, _f, _a = socket.recv_fds(parent_sock, 65536, 1)
-            if not msg:
-                break
-            if msg[:1] == b"P":
-                payload = int(msg[1:])
-            elif msg[:1] == b"R":
-                ready = True
-                master = fds[0] if fds else None
-            else:
-                os.waitpid(pid_c, 0)
-                _raise_child_error(msg)
+        try:
+            payload, master = _await_ready(parent_sock)
+        except errors.DevboxError:
+            os.waitpid(pid_c, 0)
+            raise
         if payload is None:
             _, status = os.waitpid(pid_c, 0)
             raise errors.KernelError("cannot enter the container", hint="is it still running? see `devbox ps`")

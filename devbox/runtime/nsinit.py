@@ -235,6 +235,20 @@ def _close_fds(keep: set[int]) -> None:
                 pass
 
 
+def _report_ready(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Send "ready"; with -t, first open a pty in the container's own devpts, make it the controlling
+    terminal (the caller has called setsid) and send its master along. Returns the payload's stdio."""
+    if not cfg["tty"]:
+        chan.send(b"R")
+        return stdio
+    master, slave_path = L.open_pty_master("/dev/ptmx")
+    slave = os.open(slave_path, os.O_RDWR)
+    fcntl.ioctl(slave, L.TIOCSCTTY, 0)
+    socket.send_fds(chan, [b"R"], [master])
+    os.close(master)
+    return (slave, slave, slave)
+
+
 def _report(chan: socket.socket, kind: str, message: str) -> None:
     try:
         chan.send(b"E" + json.dumps({"kind": kind, "message": message}).encode())
@@ -252,17 +266,7 @@ def child_b(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int
         finish_rootfs(cfg)
         if cfg["hostname"]:
             L.sethostname(cfg["hostname"])
-        master = None
-        if cfg["tty"]:
-            master, slave_path = L.open_pty_master("/dev/ptmx")
-            slave = os.open(slave_path, os.O_RDWR)
-            fcntl.ioctl(slave, L.TIOCSCTTY, 0)
-            stdio = (slave, slave, slave)
-        if master is not None:
-            socket.send_fds(chan, [b"R"], [master])
-            os.close(master)
-        else:
-            chan.send(b"R")
+        stdio = _report_ready(cfg, chan, stdio)
         if chan.recv(1) != b"G":
             os._exit(125)
         exec_payload(cfg, stdio, keep={chan.fileno()}, chan=chan)
@@ -371,17 +375,7 @@ def enter_and_exec(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, i
         if child == 0:
             try:
                 os.setsid()
-                master = None
-                if cfg["tty"]:
-                    master, slave_path = L.open_pty_master("/dev/ptmx")
-                    slave = os.open(slave_path, os.O_RDWR)
-                    fcntl.ioctl(slave, L.TIOCSCTTY, 0)
-                    stdio = (slave, slave, slave)
-                if master is not None:
-                    socket.send_fds(chan, [b"R"], [master])
-                    os.close(master)
-                else:
-                    chan.send(b"R")
+                stdio = _report_ready(cfg, chan, stdio)
                 exec_payload(cfg, stdio, keep={chan.fileno()})
             except InitError as e:
                 _report(chan, e.kind, e.message)

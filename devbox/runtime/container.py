@@ -246,7 +246,8 @@ def start(c: Container, *, foreground: bool = False, stdio: tuple[int, int, int]
         pid = None
         log_fd = None
         try:
-            cg.create()
+            with _lock_all():  # remove() may be deleting the empty devbox/ parents right now
+                cg.create()
             cg.apply(Resources.from_dict(c.spec.resources))
             etc_files = _write_etc_files(c)
             keep = mask(DEFAULT_CAPS) | mask(c.spec.caps_add)
@@ -605,6 +606,17 @@ def remove(c: Container, force: bool = False) -> None:
         shutil.rmtree(c.dir, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             (paths.locks_dir() / f"container-{c.id}.lock").unlink()
+    _remove_empty_cgroup_parents()
+
+
+def _remove_empty_cgroup_parents() -> None:
+    """The `devbox/` cgroup parents go with the last container (nothing of devbox's stays behind)."""
+    from devbox.runtime import cgroups
+
+    with _lock_all():
+        for d in cgroups.group_dirs():
+            with contextlib.suppress(OSError):  # ENOENT, or EBUSY/ENOTEMPTY: another container is there
+                d.rmdir()
 
 
 def reconcile() -> list[str]:
@@ -633,10 +645,21 @@ def reconcile() -> list[str]:
             if cg.exists() and not cg.pids():
                 with contextlib.suppress(Exception):
                     cg.remove()
+    known = {c.id for c in list_containers()}
+    # empty cgroups no container explains (a state root deleted under them, a crash between rmdirs);
+    # rmdir of a cgroup only succeeds when it is empty, so this never touches a live container
+    from devbox.runtime import cgroups
+
+    for cid in set(cgroups.list_containers()) - known:
+        cg = cgroups.manager_for(cid)
+        if not cg.pids():
+            with contextlib.suppress(Exception):
+                cg.remove(timeout=0.1)
+                cleaned.append(cid)
     if paths.networks_dir().is_dir():
         from devbox.runtime import network
 
-        network.reconcile({c.id for c in list_containers()})
+        network.reconcile(known)
     return cleaned
 
 

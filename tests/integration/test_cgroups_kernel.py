@@ -22,6 +22,17 @@ ROOT = Path(cgroups.ROOT)
 M = 1024 * 1024
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_parents_left() -> Iterator[None]:
+    """The managers under test make the shared `devbox/` parents; remove them again when empty."""
+    yield
+    for d in [*cgroups.group_dirs(), ROOT / "unified" / cgroups.GROUP]:
+        try:
+            d.rmdir()
+        except OSError:  # absent, or another devbox container lives there
+            pass
+
+
 @pytest.fixture
 def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []

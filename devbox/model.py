@@ -246,6 +246,18 @@ def toposort(deps: dict[str, tuple[str, ...]]) -> list[str]:
     return out
 
 
+def closure(deps: dict[str, tuple[str, ...]], start: list[str]) -> set[str]:
+    """`start` and everything it depends on, directly or not."""
+    out: set[str] = set()
+    stack = list(start)
+    while stack:
+        n = stack.pop()
+        if n not in out:
+            out.add(n)
+            stack.extend(deps.get(n, ()))
+    return out
+
+
 def toposort_boxes(project: Project) -> list[str]:
     """Box names in start order: every box after the boxes it depends on, otherwise file order."""
     return toposort({n: b.depends_on for n, b in project.boxes.items()})

@@ -318,13 +318,7 @@ def _selected(project: model.Project, boxes: list[str] | None) -> list[str]:
                                      hint=f"did you mean {close[0]!r}?" if close else
                                      f"boxes: {', '.join(project.boxes)}")  # fmt: skip
     # a box's dependencies come up with it
-    want: set[str] = set()
-    stack = list(boxes)
-    while stack:
-        b = stack.pop()
-        if b not in want:
-            want.add(b)
-            stack.extend(project.boxes[b].depends_on)
+    want = model.closure({n: b.depends_on for n, b in project.boxes.items()}, boxes)
     return [b for b in order if b in want]
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from devbox.errors import ServiceError
-from devbox.model import AutoRestart, Box, Health, Service
+from devbox.model import AutoRestart, Box, Health, Service, closure
 from devbox.services.client import BACKOFF, EXITED, FATAL, RUNNING, Fault, ProcessInfo, Supervisor
 
 POLL = 0.02
@@ -311,13 +311,7 @@ def start_in_order(
     for n in want:
         if n not in box.services:
             raise ServiceError(f"box {box.name}: no service named {n!r}")
-    needed: set[str] = set()
-    stack = list(want)
-    while stack:
-        n = stack.pop()
-        if n not in needed:
-            needed.add(n)
-            stack.extend(box.services[n].depends_on)
+    needed = closure({n: s.depends_on for n, s in box.services.items()}, want)
     order = [n for n in box.service_order() if n in needed]
 
     report = HealthReport(box.name)

@@ -350,8 +350,6 @@ def _run_in_box(c: ct.Container) -> Callable[[list[str]], int]:
 
 def up(project: model.Project, boxes: list[str] | None = None, *, build: bool = False, say: Say = _stderr,
        no_cache: bool = False, frozen: bool = False) -> UpResult:  # fmt: skip
-    from devbox.runtime import network
-
     t0 = time.monotonic()
     result = UpResult(project)
     names = _selected(project, boxes)
@@ -379,7 +377,9 @@ def up(project: model.Project, boxes: list[str] | None = None, *, build: bool = 
         if c.refresh() != ct.RUNNING:
             try:
                 ct.start(c)
-            except errors.DevboxError:
+            except BaseException:
+                if action in ("created", "recreated"):  # a box this up made and could not start: gone
+                    ct.remove(c, force=True)
                 raise
             action = action if action != "none" else "started"
             _set_label(c, "devbox.services", box.services_hash())
@@ -391,7 +391,6 @@ def up(project: model.Project, boxes: list[str] | None = None, *, build: bool = 
         started[name] = (c, action)
     for name, (c, action) in list(started.items()):
         _wait_box(project, project.boxes[name], c, action, result)
-    del network
     result.elapsed = time.monotonic() - t0
     return result
 

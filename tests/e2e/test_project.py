@@ -201,6 +201,8 @@ boxes:
             r = devbox("up", cwd=tmp_path, timeout=300)
             assert r.returncode != 0
             assert str(port) in r.stderr and "in use" in r.stderr
+            # the box this up created and could not start is not left behind
+            assert "portclash-app" not in ok("ps", "-a")
         finally:
             devbox("destroy", "-f", cwd=tmp_path, timeout=120)
     assert "portclash" not in _nft_rules()

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -86,25 +84,25 @@ def check_tcp(host: str, port: int, timeout: float) -> str | None:
         return f"tcp {host}:{port}: {e.strerror or e}"
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None  # a 3xx is an answer: healthy; never follow it elsewhere
-
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
-
-
 def check_http(url: str, host: str, timeout: float) -> str | None:
-    """None when GET `url` (its host replaced by `host`) answers with a status below 500."""
-    target = url.replace("://localhost:", f"://{host}:", 1)
+    """None when GET `url` (its host replaced by `host`) answers with a status below 500.
+
+    Plain http.client: no proxy from the environment, and a 3xx is an answer (healthy), never followed
+    elsewhere. (urllib.request would cost ~30 ms of imports on every `up`.)"""
+    import http.client
+
+    rest = url.split("://", 1)[1]
+    hostport, _, path = rest.partition("/")
+    port = int(hostport.rsplit(":", 1)[1]) if ":" in hostport else 80
+    target = f"http://{host}:{port}/{path}"
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        with _OPENER.open(target, timeout=timeout) as r:
-            status = r.status
-    except urllib.error.HTTPError as e:
-        status = e.code
-    except (OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        return f"http {target}: {reason}"
+        conn.request("GET", "/" + path, headers={"Host": hostport, "User-Agent": "devbox-health"})
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException) as e:
+        return f"http {target}: {getattr(e, 'strerror', None) or e}"
+    finally:
+        conn.close()
     return None if status < 500 else f"http {target}: status {status}"
 
 

@@ -36,7 +36,6 @@ from typing import Any
 from supervisor.states import RUNNING_STATES as _RUNNING_CODES
 from supervisor.states import STOPPED_STATES as _STOPPED_CODES
 from supervisor.states import SupervisorStates, getProcessStateDescription, getSupervisorStateDescription
-from supervisor.xmlrpc import Faults, SupervisorTransport, UnixStreamHTTPConnection
 
 from devbox.errors import ServiceError
 
@@ -53,7 +52,14 @@ UNKNOWN = "UNKNOWN"
 RUNNING_STATES = frozenset(str(getProcessStateDescription(c)) for c in _RUNNING_CODES)
 STOPPED_STATES = frozenset(str(getProcessStateDescription(c)) for c in _STOPPED_CODES)
 SUPERVISOR_RUNNING: str = str(getSupervisorStateDescription(SupervisorStates.RUNNING))
-_FAULT_NAMES = {v: k for k, v in vars(Faults).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def _fault_name(code: int) -> str:
+    # supervisor.xmlrpc costs ~40 ms to import (it pulls in importlib.metadata): only on the error path
+    from supervisor.xmlrpc import Faults
+
+    names = {v: k for k, v in vars(Faults).items() if not k.startswith("_") and isinstance(v, int)}
+    return names.get(code, str(code))
 
 
 class Unreachable(ServiceError):
@@ -65,7 +71,7 @@ class Fault(ServiceError):
 
     def __init__(self, code: int, text: str) -> None:
         self.code = code
-        self.name = _FAULT_NAMES.get(code, str(code))
+        self.name = _fault_name(code)
         self.detail = text.split(": ", 1)[1] if ": " in text else ""
         super().__init__(text if text.startswith(self.name) else f"{self.name}: {text}")
 
@@ -119,21 +125,29 @@ class UpdateResult:
         return not (self.added or self.changed or self.removed)
 
 
-class _Connection(UnixStreamHTTPConnection):  # type: ignore[misc]  # supervisor has no type hints
+class _Connection(http.client.HTTPConnection):
+    """HTTP over the box's unix socket, connected without following symlinks (connect_unix)."""
+
     def __init__(self, run_dir: str, sock_name: str, timeout: float) -> None:
-        super().__init__("localhost")
+        super().__init__("localhost", timeout=timeout)
         self.run_dir = run_dir
         self.sock_name = sock_name
-        self.timeout = timeout
 
     def connect(self) -> None:
-        self.sock = connect_unix(self.run_dir, self.sock_name, self.timeout)
+        self.sock = connect_unix(self.run_dir, self.sock_name, self.timeout)  # type: ignore[arg-type]
 
 
-class _Transport(SupervisorTransport):  # type: ignore[misc]
+class _Transport(xmlrpc.client.Transport):
+    """A fresh connection per call (supervisor's own transport keeps one, see the module doc)."""
+
     def __init__(self, run_dir: str, sock_name: str, timeout: float) -> None:
-        super().__init__(None, None, "unix://" + os.path.join(run_dir, sock_name))
-        self._get_connection = lambda: _Connection(run_dir, sock_name, timeout)
+        super().__init__()
+        self._args = (run_dir, sock_name, timeout)
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        conn = _Connection(*self._args)
+        self._connection = (host, conn)
+        return conn
 
 
 def connect_unix(run_dir: str, sock_name: str, timeout: float) -> socket.socket:

@@ -141,6 +141,11 @@ def test_running_fatal_restart_signal_shutdown(start) -> None:
 
     # signal: TERM the sleeper; supervisor restarts it (autorestart unexpected; killed by a signal)
     pid = r.client.info("sleeper").pid
+    # with startsecs 0 it counts as RUNNING at fork; a signal before its exec of `sleep` would hit
+    # supervisord's forked child (which ignores TERM): wait until it really is `sleep`
+    end = deadline(5)
+    while Path(f"/proc/{pid}/comm").read_text().strip() != "sleep" and time.monotonic() < end:
+        time.sleep(0.01)
     r.client.signal("sleeper", "SIGTERM")
     end = deadline(5)
     while r.client.info("sleeper").pid in (0, pid) and time.monotonic() < end:

@@ -132,7 +132,6 @@ def shell_cmd(
     file: Path = FILE_OPT,
 ) -> None:
     """An interactive shell in a box."""
-    from devbox import orchestrator
     from devbox.runtime import container as ct
 
     require_root()
@@ -147,7 +146,6 @@ def shell_cmd(
     stdio, relays = ((0, 1, 2), []) if tty else console.plan_stdio(True, False)
     st = ct.exec_in(c, [shell, "-l"] if tty else [shell], user=user or b.user, cwd=b.workdir, tty=tty,
                     interactive=True, stdio=stdio, relays=relays)  # fmt: skip
-    del orchestrator
     raise typer.Exit(ct.wait_exec(st))
 
 
@@ -210,7 +208,6 @@ def box_logs(target: str | None, *, follow: bool, tail: int, since: str | None, 
     import time
 
     from devbox import orchestrator
-    from devbox.runtime import container as ct
 
     if since:
         raise errors.ConfigError("--since is not supported yet: service logs carry no timestamps",
@@ -264,7 +261,6 @@ def box_logs(target: str | None, *, follow: bool, tail: int, since: str | None, 
             time.sleep(0.1)
     for _label, f in files.values():
         f.close()
-    del ct
 
 
 def restart_cmd(target: str = typer.Argument(..., help="BOX or BOX/SERVICE."), file: Path = FILE_OPT) -> None:

@@ -285,7 +285,7 @@ def start(c: Container, *, foreground: bool = False, stdio: tuple[int, int, int]
                 nsinit.child_a(cfg, child_sock, stdio)
             child_sock.close()
             child_sock = None
-            _, a_status = os.waitpid(a, 0)
+            os.waitpid(a, 0)  # A exits as soon as it has forked PID 1
             pid, master = _await_ready(parent_sock)
             if pid is None:
                 raise errors.KernelError("the container's init exited before it was ready",
@@ -326,7 +326,6 @@ def start(c: Container, *, foreground: bool = False, stdio: tuple[int, int, int]
             if log_fd is not None:
                 os.close(log_fd)
                 os.close(stdio[0])
-        del a_status
     if foreground:
         assert pid is not None
         return Started(c, pid, pid, master, relays or [])

@@ -138,8 +138,7 @@ def setup_rootfs(cfg: dict[str, Any]) -> None:
     try:
         nsd = L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC
         _mount_at(root_fd, "/proc", "proc", "proc", nsd, None)
-        if cfg["network"] != "host" or True:
-            _mount_at(root_fd, "/sys", "sysfs", "sysfs", nsd | L.MS_RDONLY, None)
+        _mount_at(root_fd, "/sys", "sysfs", "sysfs", nsd | L.MS_RDONLY, None)
         _mount_at(root_fd, "/dev", "tmpfs", "tmpfs", L.MS_NOSUID | L.MS_STRICTATIME, "mode=755,size=65536k")
         for target, source in cfg["etc_files"].items():
             _mount_at(root_fd, target, source, None, L.MS_BIND, None, make="file")
@@ -299,8 +298,6 @@ def exec_payload(cfg: dict[str, Any], stdio: tuple[int, int, int], keep: set[int
     cwd = cfg.get("cwd") or "/"
     try:
         os.makedirs(cwd, exist_ok=True)
-        if cfg.get("chown_cwd") and user.uid != 0:
-            pass
         os.chdir(cwd)
     except OSError as e:
         raise InitError("cwd", f"cannot use working directory {cwd!r} in the container: {e.strerror}") from None

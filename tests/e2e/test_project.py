@@ -124,6 +124,9 @@ def test_up_reach_logs_exec_halt_destroy(project: tuple[Path, int, int]) -> None
         assert b["state"] == "running"
         assert all(s["state"] == "RUNNING" and s["health"] == "healthy" for s in b["services"]), b
     web_pid = boxes["old"]["services"][0]["pid"]
+    # a shell in the box (bash, found through an exec in the box), fed from a pipe
+    r = devbox("shell", "old", input="echo shell-ok $BASH_VERSION $(hostname)\n", cwd=d)
+    assert r.returncode == 0 and r.stdout.startswith("shell-ok 5.") and "old" in r.stdout, r.stderr
     # logs of one service
     assert "serving on 8000" in ok("logs", "old/web", cwd=d)
     assert "GET / HTTP" in ok("logs", "old/web", cwd=d)

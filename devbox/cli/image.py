@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from devbox import errors
+from devbox.cli.util import human_size as _human
 
 image_app = typer.Typer(no_args_is_help=True, help="Manage local images.")
 
@@ -21,14 +22,6 @@ def _store():  # type: ignore[no-untyped-def]
 
     require_root()
     return ImageStore()
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1000
-    return f"{n:.1f}GB"
 
 
 def _split_ref(ref: str | None) -> tuple[str, str]:

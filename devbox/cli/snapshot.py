@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from devbox import errors
+from devbox.cli.util import human_size as _human
 from devbox.cli.util import print_json, print_table, require_root
 
 FILE_OPT = typer.Option(
@@ -154,14 +155,6 @@ def lock_cmd(file: Path = FILE_OPT) -> None:
         extra += f", registry {b.registry_digest[:19]}" if b.registry_digest else ""
         _say(f"box {name}: {b.base} -> {b.digest[:19]}{extra}")
     print(path)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1000
-    return f"{n:.1f}GB"
 
 
 def register(app: typer.Typer) -> None:

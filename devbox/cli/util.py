@@ -25,3 +25,12 @@ def print_table(headers: list[str], rows: list[list[Any]]) -> None:
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
+
+
+def human_size(n: float) -> str:
+    """Bytes in decimal units, as image sizes are shown: 512B, 1.1MB, 92.0MB."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}GB"

@@ -9,16 +9,14 @@ with its own media type, so the registry's digest equals the store's image id.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
 from devbox.errors import ConfigError, ImageError
 from devbox.runtime.image import reference
-from devbox.runtime.image.pull import Progress, _update_records, blob_sources
+from devbox.runtime.image.pull import Progress, _client, _update_records, blob_sources
 from devbox.runtime.image.registry import OCI_MANIFEST, RegistryClient
 from devbox.runtime.image.store import ImageStore
 
@@ -33,18 +31,6 @@ class PushResult:
     ref: str  # normalized destination reference
     digest: str  # manifest digest (the same in the store and in the registry)
     blobs: dict[str, str]  # digest -> "exists" | "mounted" | "uploaded"
-
-
-@contextlib.contextmanager
-def _client(registry: str, client: RegistryClient | None) -> Iterator[RegistryClient]:
-    if client is not None:
-        yield client
-        return
-    c = RegistryClient(registry)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def push(store: ImageStore, src: str, dest: str | None = None, *, progress: Progress | None = None,

@@ -538,3 +538,43 @@ def test_reconcile_without_state(boxes: Callable[..., Box]) -> None:
     network.reconcile(set())
     assert net["bridge"] not in _tagged_links() and att.host_veth not in _tagged_links()
     assert nft.list_table() is None
+
+
+def test_attach_plumbing_is_complete(boxes: Callable[..., Box]) -> None:
+    """What devbox's own rtnetlink client set up, as `ip` sees it: the host veth on the bridge, up and
+    tagged; inside, lo and eth0 up, the lease's address, the default route via the gateway, the mac."""
+    net = network.create_network("plumb")
+    box = boxes("api", ["sleep", "60"])
+    att = network.attach(box.cid, box.pid, "plumb", "api", [], [])
+    host = subprocess.run(["ip", "-d", "link", "show", att.host_veth], capture_output=True, text=True, check=True).stdout
+    assert f"master {net['bridge']}" in host and ",UP," in host, host
+    assert f"alias {network.link_tag()}" in host, host
+    inside = box.run("ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
+    assert f"inet {att.ip}/{att.prefixlen}" in inside, inside
+    links = box.run("ip", "-o", "link", "show").stdout
+    assert "lo: <LOOPBACK,UP" in links and ",UP" in links.split("eth0@")[1].split("\n")[0], links
+    assert f"link/ether {att.mac}" in links, links
+    route = box.run("ip", "route", "show", "default").stdout
+    assert route.startswith(f"default via {att.gateway} dev eth0"), route
+    assert box.run("busybox", "ping", "-c", "1", "-W", "2", att.gateway).returncode == 0
+
+
+def test_rtnl_reports_kernel_errors() -> None:
+    """Kernel errors come back as OSError with the kernel's errno and message."""
+    from devbox.runtime import rtnl
+
+    with rtnl.Netlink() as nl:
+        assert nl.get_link("dbxnosuchlink0") is None
+        assert nl.delete_link("dbxnosuchlink0") is False
+        lo = nl.index("lo")
+        with pytest.raises(OSError) as e:
+            nl.add_address(lo, "127.0.0.1", 8)  # already there
+        assert e.value.errno == 17  # EEXIST
+        fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+        try:
+            with pytest.raises(OSError) as e:
+                nl.add_veth("dbxrtnltest0", "dbxrtnltest1", fd, 999999)
+        finally:
+            os.close(fd)
+        assert e.value.errno in (19, 22), e.value  # no such master: ENODEV or EINVAL, as the kernel says
+        assert not os.path.exists("/sys/class/net/dbxrtnltest0") and not os.path.exists("/sys/class/net/dbxrtnltest1")

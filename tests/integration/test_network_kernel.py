@@ -578,3 +578,25 @@ def test_rtnl_reports_kernel_errors() -> None:
             os.close(fd)
         assert e.value.errno in (19, 22), e.value  # no such master: ENODEV or EINVAL, as the kernel says
         assert not os.path.exists("/sys/class/net/dbxrtnltest0") and not os.path.exists("/sys/class/net/dbxrtnltest1")
+
+
+@pytest.mark.parametrize("via", ["libnftables", "nft-command"])
+def test_nft_transaction_and_errors(root: Path, monkeypatch: pytest.MonkeyPatch, via: str) -> None:
+    """Both ways of applying the table (libnftables in-process; `nft -f -` when the library cannot be
+    loaded) install the same rules, and a bad script fails as one line naming nft's error while
+    leaving the kernel's rule set as it was (one transaction)."""
+    monkeypatch.setenv("DEVBOX_NFT_COMMAND", "1" if via == "nft-command" else "0")
+    monkeypatch.setattr(nft, "_LIB", None)
+    network.create_network("rules")
+    assert "dbx net rules" in nft.comments()
+    assert (nft._library() is None) == (via == "nft-command")
+    before = nft.list_table()
+    t = nft.table_name()
+    bad = f"add table ip {t}\nadd chain ip {t} dbxbad\nadd rule ip {t} dbxbad tcp dport nosuchservice accept\n"
+    with pytest.raises(NetworkError) as e:
+        nft.run_nft(bad)
+    msg = str(e.value)
+    assert msg.startswith("nft failed: Could not resolve service") and "\n" not in msg, msg
+    if via == "nft-command":
+        assert "in `add rule ip" in msg, msg
+    assert nft.list_table() == before

@@ -11,100 +11,10 @@ from typing import Any
 import typer
 
 from devbox import errors
+from devbox.cli.runner import parse_env
 from devbox.cli.util import print_json, print_table, require_root
 
 PASSTHROUGH = {"allow_interspersed_args": False, "ignore_unknown_options": True}
-
-
-def _parse_env(items: list[str]) -> list[str]:
-    out = []
-    for e in items:
-        if "=" in e:
-            out.append(e)
-        elif e in os.environ:
-            out.append(f"{e}={os.environ[e]}")
-        else:
-            raise errors.ConfigError(f"invalid -e {e!r}: expected KEY=VALUE", hint="or name a variable set in your shell")
-    return out
-
-
-def _parse_volume(v: str) -> Any:
-    from devbox.runtime.spec import MountSpec
-
-    parts = v.split(":")
-    ro = False
-    if len(parts) == 3 and parts[2] in ("ro", "rw"):
-        ro = parts[2] == "ro"
-        parts = parts[:2]
-    if len(parts) != 2 or not parts[0] or not parts[1].startswith("/"):
-        raise errors.ConfigError(f"invalid -v {v!r}: expected HOST_PATH:CONTAINER_PATH[:ro]",
-                                 hint="the container path must be absolute, e.g. -v ./src:/src")  # fmt: skip
-    src = Path(parts[0]).expanduser().resolve()
-    if not src.exists():
-        raise errors.ConfigError(f"volume source {parts[0]!r} does not exist", hint=f"create it: mkdir -p {src}")
-    return MountSpec(os.fspath(src), os.path.normpath(parts[1]), ro, "bind")
-
-
-def build_spec(image_ref: str, command: list[str], *, name: str | None = None, env: list[str] = (),  # type: ignore[assignment]
-               volumes: list[str] = (), tmpfs: list[str] = (), workdir: str | None = None,  # type: ignore[assignment]
-               user: str | None = None, hostname: str | None = None, network: str = "default",
-               ports: list[str] = (), memory: str | None = None, cpus: str | None = None,  # type: ignore[assignment]
-               pids: str | None = None, entrypoint: str | None = None, tty: bool = False,
-               interactive: bool = False, cap_add: list[str] = (), cap_drop: list[str] = (),  # type: ignore[assignment]
-               auto_remove: bool = False, labels: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Turn command-line style options and the image config into ContainerSpec fields."""
-    from devbox.runtime.image import ensure_image
-    from devbox.runtime.image.store import ImageStore
-    from devbox.runtime.resources import Resources, parse_cpus, parse_memory, parse_pids
-    from devbox.runtime.spec import MountSpec
-
-    res = Resources(
-        memory=parse_memory(memory) if memory else None,
-        cpus=parse_cpus(cpus) if cpus else None,
-        cpu_shares=None,
-        pids=parse_pids(pids) if pids else None,
-    )
-    if ports:
-        from devbox.runtime.ports import parse_port
-
-        for p in ports:
-            parse_port(p)
-        if network in ("none", "host"):
-            raise errors.ConfigError(f"-p needs a bridge network, not --network {network}",
-                                     hint="drop --network or use --network NAME")  # fmt: skip
-    mounts = [_parse_volume(v) for v in volumes]
-    mounts += [MountSpec("", os.path.normpath(t), False, "tmpfs") for t in tmpfs]
-    store = ImageStore()
-    image = ensure_image(store, image_ref)
-    cfg = image.config.get("config") or {}
-    ep = [entrypoint] if entrypoint is not None else list(cfg.get("Entrypoint") or [])
-    if entrypoint == "":
-        ep = []
-    args = ep + (list(command) if command else ([] if entrypoint is not None else list(cfg.get("Cmd") or [])))
-    if not args:
-        raise errors.ConfigError(f"no command given and image {image_ref} has no Cmd or Entrypoint",
-                                 hint=f"add one: devbox run {image_ref} sh")  # fmt: skip
-    return {
-        "name": name,
-        "image": image_ref,
-        "image_digest": image.digest,
-        "diff_ids": list(image.diff_ids),
-        "args": args,
-        "env": list(cfg.get("Env") or []) + _parse_env(list(env)),
-        "cwd": workdir or cfg.get("WorkingDir") or "/",
-        "user": user if user is not None else (cfg.get("User") or None),
-        "hostname": hostname or "",
-        "tty": tty,
-        "interactive": interactive,
-        "mounts": mounts,
-        "resources": res.to_dict(),
-        "network": network,
-        "ports": list(ports),
-        "caps_add": list(cap_add),
-        "caps_drop": list(cap_drop),
-        "labels": labels or {},
-        "auto_remove": auto_remove,
-    }
 
 
 def run_cmd(
@@ -131,47 +41,12 @@ def run_cmd(
     cap_drop: list[str] = typer.Option([], "--cap-drop", help="Drop a capability (repeatable)."),
 ) -> None:
     """Run a command in a new container."""
-    from devbox.runtime import console
-    from devbox.runtime import container as ct
+    from devbox.cli.runner import run
 
-    require_root()
-    if detach and (tty or interactive):
-        raise errors.ConfigError("-d cannot be combined with -i/-t", hint="start detached, then `devbox exec -it NAME sh`")
-    if detach and rm:
-        raise errors.ConfigError("--rm cannot be combined with -d", hint="remove it later with `devbox rm -f NAME`")
-    ct.reconcile()
-    fields = build_spec(image, command or [], name=name, env=env, volumes=volume, tmpfs=tmpfs, workdir=workdir,
-                        user=user, hostname=hostname, network=network, ports=publish, memory=memory, cpus=cpus,
-                        pids=pids, entrypoint=entrypoint, tty=tty, interactive=interactive, cap_add=cap_add,
-                        cap_drop=cap_drop, auto_remove=rm)  # fmt: skip
-    c = ct.create(fields)
-    if detach:
-        try:
-            ct.start(c)
-        except BaseException:
-            ct.remove(c, force=True)
-            raise
-        print(c.id)
-        return
-    if tty:
-        stdio, relays = (0, 1, 2), []
-    else:
-        stdio, relays = console.plan_stdio(interactive, tty)
-    try:
-        with console.SignalForwarder() as fwd:  # before start: no signal is lost while it starts
-            try:
-                st = ct.start(c, foreground=True, stdio=stdio, relays=relays)
-            finally:
-                for fd in stdio:
-                    if fd > 2:
-                        os.close(fd)
-            assert st is not None
-            code = ct.wait_foreground(st, fwd)
-    except BaseException:
-        ct.remove(c, force=True)
-        raise
-    if rm:
-        ct.remove(c, force=True)
+    code = run(image, command, name=name, detach=detach, rm=rm, interactive=interactive, tty=tty, env=env,
+               volume=volume, tmpfs=tmpfs, workdir=workdir, user=user, hostname=hostname, network=network,
+               publish=publish, memory=memory, cpus=cpus, pids=pids, entrypoint=entrypoint, cap_add=cap_add,
+               cap_drop=cap_drop)  # fmt: skip
     raise typer.Exit(code)
 
 
@@ -273,7 +148,7 @@ def exec_cmd(
     else:
         stdio, relays = console.plan_stdio(interactive, False)
     try:
-        st = ct.exec_in(c, command, env=_parse_env(env), user=user, cwd=workdir, tty=tty,
+        st = ct.exec_in(c, command, env=parse_env(env), user=user, cwd=workdir, tty=tty,
                         interactive=interactive, stdio=stdio, relays=relays)  # fmt: skip
     finally:
         for fd in stdio:
@@ -286,7 +161,7 @@ def logs_cmd(
     container: str = typer.Argument(None, help="BOX, BOX/SERVICE, or a container name or id (default: every box)."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new output until it stops."),
     tail: int = typer.Option(-1, "-n", "--tail", help="Only the last N lines (of each log)."),
-    since: str = typer.Option(None, "--since", help="Only lines from the last DURATION (e.g. 10m) (boxes only)."),
+    since: str = typer.Option(None, "--since", "-t", help="Only lines since a DURATION ago (30s, 10m, 2h, 1d, 1h30m) or an ISO 8601 time (boxes only)."),
     file: Path = typer.Option(None, "--file", envvar="DEVBOX_FILE", help="Devboxfile of the boxes."),
 ) -> None:
     """Print a box's service logs, or a detached container's output."""
@@ -303,6 +178,9 @@ def logs_cmd(
         box_logs(container, follow=follow, tail=tail, since=since)
         return
     c = ct.find(container)
+    if since is not None:
+        raise errors.ConfigError(f"--since works for box services only: the output of container {c.name} carries no timestamps",
+                                 hint="use -n/--tail to limit the output")  # fmt: skip
     print_log(c.log_path, follow=follow, tail=tail, alive=lambda: c.refresh() == "running")
 
 

@@ -1,0 +1,276 @@
+"""`devbox run`, without typer.
+
+`devbox run --rm IMG CMD` is the engine's hot path, and importing typer (with its click) costs about
+100 ms, a third of the whole command. So `run` has its own small parser here, driven by a table that
+mirrors the typer signature in cli/container.py option for option (tests/unit/test_runner_parse.py
+checks the two agree on every option and on many command lines). Whatever this parser does not
+recognise (--help, an unknown option, a missing value) is handed to typer unchanged, so errors and
+help text stay typer's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from devbox import errors
+
+# option -> (parameter name, kind): "flag" takes no value, "str" one value, "list" a repeatable value
+RUN_OPTIONS: dict[str, tuple[str, str]] = {
+    "--name": ("name", "str"),
+    "-d": ("detach", "flag"), "--detach": ("detach", "flag"),
+    "--rm": ("rm", "flag"),
+    "-i": ("interactive", "flag"), "--interactive": ("interactive", "flag"),
+    "-t": ("tty", "flag"), "--tty": ("tty", "flag"),
+    "-e": ("env", "list"), "--env": ("env", "list"),
+    "-v": ("volume", "list"), "--volume": ("volume", "list"),
+    "--tmpfs": ("tmpfs", "list"),
+    "-w": ("workdir", "str"), "--workdir": ("workdir", "str"),
+    "-u": ("user", "str"), "--user": ("user", "str"),
+    "--hostname": ("hostname", "str"),
+    "--network": ("network", "str"), "--net": ("network", "str"),
+    "-p": ("publish", "list"), "--publish": ("publish", "list"),
+    "-m": ("memory", "str"), "--memory": ("memory", "str"),
+    "--cpus": ("cpus", "str"),
+    "--pids": ("pids", "str"), "--pids-limit": ("pids", "str"),
+    "--entrypoint": ("entrypoint", "str"),
+    "--cap-add": ("cap_add", "list"),
+    "--cap-drop": ("cap_drop", "list"),
+}  # fmt: skip
+
+RUN_DEFAULTS: dict[str, Any] = {
+    "name": None, "detach": False, "rm": False, "interactive": False, "tty": False, "env": [], "volume": [],
+    "tmpfs": [], "workdir": None, "user": None, "hostname": None, "network": "default", "publish": [],
+    "memory": None, "cpus": None, "pids": None, "entrypoint": None, "cap_add": [], "cap_drop": [],
+}  # fmt: skip
+
+
+def parse_run(argv: list[str]) -> dict[str, Any] | None:
+    """Parameters of `run` from the arguments after the verb, as typer would give them; None when
+    typer must decide (help, unknown options, missing values, no image)."""
+    p: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in RUN_DEFAULTS.items()}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            i += 1
+            break
+        if not a.startswith("-") or a == "-":
+            break
+        if a.startswith("--"):
+            opt, eq, val = a.partition("=")
+            spec = RUN_OPTIONS.get(opt)
+            if spec is None:
+                return None
+            dest, kind = spec
+            if kind == "flag":
+                if eq:
+                    return None
+                p[dest] = True
+                i += 1
+                continue
+            if not eq:
+                if i + 1 >= len(argv):
+                    return None
+                val = argv[i + 1]
+                i += 1
+            i += 1
+        else:  # short options, possibly combined (-it) or with an attached value (-p8080:80)
+            j = 1
+            dest, kind, val = "", "flag", ""
+            while j < len(a):
+                spec = RUN_OPTIONS.get("-" + a[j])
+                if spec is None:
+                    return None
+                dest, kind = spec
+                if kind == "flag":
+                    p[dest] = True
+                    j += 1
+                    continue
+                val = a[j + 1 :]
+                if not val:
+                    if i + 1 >= len(argv):
+                        return None
+                    val = argv[i + 1]
+                    i += 1
+                break
+            i += 1
+            if kind == "flag":
+                continue
+        if kind == "list":
+            p[dest].append(val)
+        else:
+            p[dest] = val
+    if i >= len(argv):
+        return None  # no image: typer's error
+    p["image"] = argv[i]
+    p["command"] = list(argv[i + 1 :]) or None
+    return p
+
+
+def main(argv: list[str]) -> int | None:
+    """Run `devbox [--debug] run ...` without typer; None to let typer handle argv."""
+    debug = False
+    if argv[:1] == ["--debug"]:
+        debug, argv = True, argv[1:]
+    if argv[:1] != ["run"]:
+        return None
+    params = parse_run(argv[1:])
+    if params is None:
+        return None
+    from devbox import log
+
+    log.setup(debug)
+    try:
+        return run(**params)
+    except errors.DevboxError as e:
+        from devbox.cli import fail
+
+        return fail(e)
+    except KeyboardInterrupt:
+        import sys
+
+        print("devbox: interrupted", file=sys.stderr)
+        return 130
+
+
+def run(image: str, command: list[str] | None, *, name: str | None, detach: bool, rm: bool, interactive: bool,
+        tty: bool, env: list[str], volume: list[str], tmpfs: list[str], workdir: str | None, user: str | None,
+        hostname: str | None, network: str, publish: list[str], memory: str | None, cpus: str | None,
+        pids: str | None, entrypoint: str | None, cap_add: list[str], cap_drop: list[str]) -> int:  # fmt: skip
+    """Run a command in a new container; the exit code is the container's (0 with -d)."""
+    from devbox.cli.util import require_root
+    from devbox.runtime import console
+    from devbox.runtime import container as ct
+
+    require_root()
+    if detach and (tty or interactive):
+        raise errors.ConfigError("-d cannot be combined with -i/-t", hint="start detached, then `devbox exec -it NAME sh`")
+    if detach and rm:
+        raise errors.ConfigError("--rm cannot be combined with -d", hint="remove it later with `devbox rm -f NAME`")
+    ct.reconcile()
+    fields = build_spec(image, command or [], name=name, env=env, volumes=volume, tmpfs=tmpfs, workdir=workdir,
+                        user=user, hostname=hostname, network=network, ports=publish, memory=memory, cpus=cpus,
+                        pids=pids, entrypoint=entrypoint, tty=tty, interactive=interactive, cap_add=cap_add,
+                        cap_drop=cap_drop, auto_remove=rm)  # fmt: skip
+    c = ct.create(fields)
+    if detach:
+        try:
+            ct.start(c)
+        except BaseException:
+            ct.remove(c, force=True)
+            raise
+        print(c.id)
+        return 0
+    if tty:
+        stdio, relays = (0, 1, 2), []
+    else:
+        stdio, relays = console.plan_stdio(interactive, tty)
+    try:
+        with console.SignalForwarder() as fwd:  # before start: no signal is lost while it starts
+            try:
+                st = ct.start(c, foreground=True, stdio=stdio, relays=relays)
+            finally:
+                for fd in stdio:
+                    if fd > 2:
+                        os.close(fd)
+            assert st is not None
+            code = ct.wait_foreground(st, fwd)
+    except BaseException:
+        ct.remove(c, force=True)
+        raise
+    if rm:
+        ct.remove(c, force=True)
+    return code
+
+
+def parse_env(items: list[str]) -> list[str]:
+    out = []
+    for e in items:
+        if "=" in e:
+            out.append(e)
+        elif e in os.environ:
+            out.append(f"{e}={os.environ[e]}")
+        else:
+            raise errors.ConfigError(f"invalid -e {e!r}: expected KEY=VALUE", hint="or name a variable set in your shell")
+    return out
+
+
+def parse_volume(v: str) -> Any:
+    from devbox.runtime.spec import MountSpec
+
+    parts = v.split(":")
+    ro = False
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        ro = parts[2] == "ro"
+        parts = parts[:2]
+    if len(parts) != 2 or not parts[0] or not parts[1].startswith("/"):
+        raise errors.ConfigError(f"invalid -v {v!r}: expected HOST_PATH:CONTAINER_PATH[:ro]",
+                                 hint="the container path must be absolute, e.g. -v ./src:/src")  # fmt: skip
+    src = Path(parts[0]).expanduser().resolve()
+    if not src.exists():
+        raise errors.ConfigError(f"volume source {parts[0]!r} does not exist", hint=f"create it: mkdir -p {src}")
+    return MountSpec(os.fspath(src), os.path.normpath(parts[1]), ro, "bind")
+
+
+def build_spec(image_ref: str, command: list[str], *, name: str | None = None, env: list[str] = (),  # type: ignore[assignment]
+               volumes: list[str] = (), tmpfs: list[str] = (), workdir: str | None = None,  # type: ignore[assignment]
+               user: str | None = None, hostname: str | None = None, network: str = "default",
+               ports: list[str] = (), memory: str | None = None, cpus: str | None = None,  # type: ignore[assignment]
+               pids: str | None = None, entrypoint: str | None = None, tty: bool = False,
+               interactive: bool = False, cap_add: list[str] = (), cap_drop: list[str] = (),  # type: ignore[assignment]
+               auto_remove: bool = False, labels: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Turn command-line style options and the image config into ContainerSpec fields."""
+    from devbox.runtime.image import ensure_image
+    from devbox.runtime.image.store import ImageStore
+    from devbox.runtime.resources import Resources, parse_cpus, parse_memory, parse_pids
+    from devbox.runtime.spec import MountSpec
+
+    res = Resources(
+        memory=parse_memory(memory) if memory else None,
+        cpus=parse_cpus(cpus) if cpus else None,
+        cpu_shares=None,
+        pids=parse_pids(pids) if pids else None,
+    )
+    if ports:
+        from devbox.runtime.ports import parse_port
+
+        for p in ports:
+            parse_port(p)
+        if network in ("none", "host"):
+            raise errors.ConfigError(f"-p needs a bridge network, not --network {network}",
+                                     hint="drop --network or use --network NAME")  # fmt: skip
+    mounts = [parse_volume(v) for v in volumes]
+    mounts += [MountSpec("", os.path.normpath(t), False, "tmpfs") for t in tmpfs]
+    store = ImageStore()
+    image = ensure_image(store, image_ref)
+    cfg = image.config.get("config") or {}
+    ep = [entrypoint] if entrypoint is not None else list(cfg.get("Entrypoint") or [])
+    if entrypoint == "":
+        ep = []
+    args = ep + (list(command) if command else ([] if entrypoint is not None else list(cfg.get("Cmd") or [])))
+    if not args:
+        raise errors.ConfigError(f"no command given and image {image_ref} has no Cmd or Entrypoint",
+                                 hint=f"add one: devbox run {image_ref} sh")  # fmt: skip
+    return {
+        "name": name,
+        "image": image_ref,
+        "image_digest": image.digest,
+        "diff_ids": list(image.diff_ids),
+        "args": args,
+        "env": list(cfg.get("Env") or []) + parse_env(list(env)),
+        "cwd": workdir or cfg.get("WorkingDir") or "/",
+        "user": user if user is not None else (cfg.get("User") or None),
+        "hostname": hostname or "",
+        "tty": tty,
+        "interactive": interactive,
+        "mounts": mounts,
+        "resources": res.to_dict(),
+        "network": network,
+        "ports": list(ports),
+        "caps_add": list(cap_add),
+        "caps_drop": list(cap_drop),
+        "labels": labels or {},
+        "auto_remove": auto_remove,
+    }

@@ -242,9 +242,11 @@ def _create_box(project: model.Project, box: model.Box, image: Any) -> ct.Contai
 def _write_conf(c: ct.Container, box: model.Box) -> bool:
     """Write supervisord.conf for the box; True when it changed."""
     from devbox import fsutil
-    from devbox.services.config import render
+    from devbox.services.config import LISTENER_SCRIPT, listener_source, render
 
     text = render(box, sock_path=SOCK_IN_BOX, log_dir=LOGS_IN_BOX)
+    # the log listener's script (timestamps for `devbox logs --since`); conf and script change together
+    fsutil.atomic_write(run_dir(c) / LISTENER_SCRIPT, listener_source(), 0o644)
     p = run_dir(c) / "supervisord.conf"
     try:
         if p.read_text() == text:

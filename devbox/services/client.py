@@ -275,8 +275,11 @@ class Supervisor:
 
     # ---- processes ---------------------------------------------------------------------------------
 
-    def processes(self) -> list[ProcessInfo]:
-        return [ProcessInfo.from_rpc(d) for d in self._call("supervisor.getAllProcessInfo")]
+    def processes(self, internal: bool = False) -> list[ProcessInfo]:
+        """The box's services; devbox's own helpers (names starting with "_", such as the
+        `_devbox_logs` event listener; service names cannot) only with `internal`."""
+        infos = [ProcessInfo.from_rpc(d) for d in self._call("supervisor.getAllProcessInfo")]
+        return [p for p in infos if internal or not p.name.startswith("_")]
 
     def info(self, name: str) -> ProcessInfo:
         return ProcessInfo.from_rpc(self._call("supervisor.getProcessInfo", name))

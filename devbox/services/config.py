@@ -36,6 +36,13 @@ DEFAULT_SOCK = "/run/devbox/supervisor.sock"
 DEFAULT_LOG_DIR = "/var/log/devbox"
 LOG_MAXBYTES = "10MB"
 LOG_BACKUPS = 3
+# The event listener that writes timestamped copies of the program logs (NAME.ts.log, for
+# `devbox logs --since`): devbox/services/logstamp.py, written next to the socket by the orchestrator
+# and run by the box's python3 (the one supervisord itself runs on).
+LISTENER = "_devbox_logs"
+LISTENER_SCRIPT = "logstamp.py"
+PYTHON = "/usr/bin/python3"
+TS_LOG_MAXBYTES = 10 * 1024 * 1024
 
 # Signals supervisor accepts for stopsignal / signalProcess, without the SIG prefix.
 SIGNALS: frozenset[str] = frozenset(
@@ -201,8 +208,34 @@ def _program(box: Box, svc: Service, log_dir: str) -> str:
         f"stderr_logfile={log_dir}/{svc.name}.err.log",
         f"stderr_logfile_maxbytes={LOG_MAXBYTES}",
         f"stderr_logfile_backups={LOG_BACKUPS}",
+        "stdout_events_enabled=true",
+        "stderr_events_enabled=true",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _listener(script: str, python: str, log_dir: str) -> str:
+    """The `_devbox_logs` event listener (see logstamp.py). It starts first (priority 1) and stops
+    last, with startsecs=0 so supervisord never waits for it; events that arrive before it is ready
+    wait in its buffer."""
+    check_path(script, "log listener script")
+    check_path(python, "log listener python")
+    argv = [python, "-I", "-S", script, log_dir, str(TS_LOG_MAXBYTES)]
+    return "\n".join([
+        f"[eventlistener:{LISTENER}]",
+        f"command={ini(quote_command(argv))}",
+        "events=PROCESS_LOG",
+        "buffer_size=10000",
+        "priority=1",
+        "autostart=true",
+        "autorestart=true",
+        "startsecs=0",
+        "startretries=100",
+        "stdout_logfile=NONE",
+        f"stderr_logfile={ini(log_dir)}/{LISTENER}.err.log",
+        "stderr_logfile_maxbytes=1MB",
+        "stderr_logfile_backups=1",
+    ]) + "\n"  # fmt: skip
 
 
 def render(
@@ -210,12 +243,15 @@ def render(
     sock_path: str = DEFAULT_SOCK,
     log_dir: str = DEFAULT_LOG_DIR,
     run_as: str | None = "root",
+    python: str | None = PYTHON,
 ) -> str:
     """supervisord.conf for `box`: the socket at `sock_path`, logs under `log_dir` (paths in the box).
 
     `run_as` is supervisord's own `user=`: "root" (the default) states that running as root is
     intended, which silences supervisord's CRIT warning; None omits it (a non-root supervisord, as in
-    tests). Raises ConfigError naming the field when a value cannot be written safely.
+    tests). With `python` (the box's python3; None leaves it out), supervisord also runs the
+    `_devbox_logs` event listener, LISTENER_SCRIPT in the socket's folder, which writes LOG_DIR/NAME.ts.log.
+    Raises ConfigError naming the field when a value cannot be written safely.
     """
     check_path(sock_path, "supervisor socket path")
     check_path(log_dir, "supervisor log dir")
@@ -223,8 +259,12 @@ def render(
         raise ConfigError(f"supervisord user: invalid user name {run_as!r}")
     if not NAME_RE.fullmatch(box.name):
         raise ConfigError(f"boxes -> {box.name!r}: invalid box name")
-    log_dir = ini(posixpath.normpath(log_dir))
+    plain_log_dir = posixpath.normpath(log_dir)
+    log_dir = ini(plain_log_dir)
     programs = "".join("\n" + _program(box, box.services[n], log_dir) for n in box.service_order())
+    if python is not None:
+        script = posixpath.join(posixpath.dirname(sock_path), LISTENER_SCRIPT)
+        programs = "\n" + _listener(script, python, plain_log_dir) + programs
     template = resources.files("devbox.templates").joinpath("supervisord.conf").read_text()
     text = Template(template).substitute(
         box=box.name,
@@ -239,6 +279,11 @@ def render(
         programs=programs,
     )
     return text.rstrip("\n") + "\n"
+
+
+def listener_source() -> str:
+    """The text of logstamp.py, to be written as LISTENER_SCRIPT next to the box's socket."""
+    return resources.files("devbox.services").joinpath("logstamp.py").read_text()
 
 
 def supervisord_command(conf_path: str, supervisord: str = SUPERVISORD) -> list[str]:

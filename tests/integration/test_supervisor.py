@@ -50,8 +50,9 @@ class Running:
 
     def write(self, box: Box) -> None:
         run_as = "root" if os.geteuid() == 0 else None
+        (self.run_dir / config.LISTENER_SCRIPT).write_text(config.listener_source())
         self.conf.write_text(
-            config.render(box, os.fspath(self.sock), os.fspath(self.log_dir), run_as=run_as)
+            config.render(box, os.fspath(self.sock), os.fspath(self.log_dir), run_as=run_as, python=PY)
         )
 
     def stop(self) -> None:
@@ -312,3 +313,35 @@ def test_wait_ready_times_out_without_socket(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="not ready"):
         c.wait_ready(time.monotonic() + 0.2)
     assert time.monotonic() - t < 1
+
+
+def test_log_listener_writes_timestamped_cri_lines(start) -> None:
+    """The `_devbox_logs` event listener (logstamp.py, run by this python) copies each line of
+    stdout and stderr into NAME.ts.log with a UTC timestamp; it is hidden from processes()."""
+    from devbox.services import logs
+
+    t0 = time.time()
+    r = start(f"""
+boxes:
+  b:
+    base: debian:bookworm
+    services:
+      talker:
+        command: [{PY}, -u, -c, "import sys, time; print('out one'); print('err one', file=sys.stderr); sys.stdout.write('part'); sys.stdout.flush(); time.sleep(0.2); print('ial'); time.sleep(300)"]
+        startsecs: 0
+""")
+    r.client.wait_ready(deadline())
+    ts = r.log_dir / "talker.ts.log"
+    end = deadline()
+    while time.monotonic() < end:
+        recs = list(logs.parse_lines(ts.read_bytes())) if ts.exists() else []
+        if [x.text for x in recs if x.stream == "stdout"] == [b"out one", b"partial"]:
+            break
+        time.sleep(0.05)
+    assert [(x.stream, x.text) for x in recs if x.stream == "stderr"] == [("stderr", b"err one")]
+    assert [x.text for x in recs if x.stream == "stdout"] == [b"out one", b"partial"], ts.read_bytes()
+    assert all(t0 - 1 <= x.time <= time.time() + 1 for x in recs)
+    assert [p.name for p in r.client.processes()] == ["talker"]
+    assert [p.name for p in r.client.processes(internal=True)] == ["_devbox_logs", "talker"]
+    # the plain logs are unchanged
+    assert (r.log_dir / "talker.out.log").read_bytes() == b"out one\npartial\n"

@@ -56,6 +56,8 @@ stdout_logfile_backups=3
 stderr_logfile=/var/log/devbox/db.err.log
 stderr_logfile_maxbytes=10MB
 stderr_logfile_backups=3
+stdout_events_enabled=true
+stderr_events_enabled=true
 
 [program:web]
 command=python3 -m http.server 80
@@ -77,6 +79,24 @@ stdout_logfile_backups=3
 stderr_logfile=/var/log/devbox/web.err.log
 stderr_logfile_maxbytes=10MB
 stderr_logfile_backups=3
+stdout_events_enabled=true
+stderr_events_enabled=true
+"""
+
+GOLDEN_LISTENER = """\
+[eventlistener:_devbox_logs]
+command=/usr/bin/python3 -I -S /run/devbox/logstamp.py /var/log/devbox 10485760
+events=PROCESS_LOG
+buffer_size=10000
+priority=1
+autostart=true
+autorestart=true
+startsecs=0
+startretries=100
+stdout_logfile=NONE
+stderr_logfile=/var/log/devbox/_devbox_logs.err.log
+stderr_logfile_maxbytes=1MB
+stderr_logfile_backups=1
 """
 
 GOLDEN_BOX = """
@@ -110,6 +130,17 @@ def test_golden() -> None:
         in head
     )
     assert "[supervisorctl]\nserverurl=unix:///run/devbox/supervisor.sock\n" in head
+    assert head.endswith("\n" + GOLDEN_LISTENER)
+
+
+def test_without_python_there_is_no_listener() -> None:
+    conf = config.render(box_from(GOLDEN_BOX), python=None)
+    assert "eventlistener" not in conf and "_devbox_logs" not in conf
+
+
+def test_listener_source_is_the_shipped_script() -> None:
+    src = config.listener_source()
+    assert "def main(" in src and "import devbox" not in src and "from devbox" not in src
 
 
 def test_render_parses_back(tmp_path: Path) -> None:
@@ -117,7 +148,8 @@ def test_render_parses_back(tmp_path: Path) -> None:
     box = replace(box, services={**box.services, "db": replace(box.services["db"], user="root")})
     conf = config.render(box, f"{tmp_path}/s.sock", str(tmp_path), run_as=None)
     progs = parse(conf)
-    assert list(progs) == ["db", "web"]
+    assert list(progs) == ["_devbox_logs", "db", "web"]
+    assert progs["_devbox_logs"][0] == ["/usr/bin/python3", "-I", "-S", f"{tmp_path}/logstamp.py", str(tmp_path), "10485760"]
     assert progs["web"] == (["python3", "-m", "http.server", "80"], {}, "/srv/app", False, None)
     assert progs["db"][4] == 0  # uid of root
     assert progs["db"][1] == {"A": "1", "B": 'say "hi" now'}
@@ -149,7 +181,7 @@ def test_command_quoting_fuzz(tmp_path: Path) -> None:
     ]
     services = {f"s{i}": Service(name=f"s{i}", command=("p", *a)) for i, a in enumerate(argvs)}
     box = Box(name="b", base="x", services=services)
-    progs = parse(config.render(box, f"{tmp_path}/s.sock", str(tmp_path), run_as=None))
+    progs = parse(config.render(box, f"{tmp_path}/s.sock", str(tmp_path), run_as=None, python=None))
     assert sorted(progs) == sorted(services)
     for name, svc in services.items():
         assert tuple(progs[name][0]) == svc.command

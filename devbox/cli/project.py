@@ -203,19 +203,40 @@ def _open_log(path: Path) -> Any:
         return None
 
 
+def _check_stamped(c: Any, name: str) -> None:
+    """--since reads the .ts.log files of the box's `_devbox_logs` listener: refuse boxes without it."""
+    from devbox import orchestrator
+    from devbox.services.client import open_box_file
+    from devbox.services.config import LISTENER
+
+    try:
+        with os.fdopen(open_box_file(orchestrator.run_dir(c), "supervisord.conf"), "rb") as f:
+            stamped = f"[eventlistener:{LISTENER}]".encode() in f.read()
+    except errors.ServiceError:
+        stamped = False
+    if not stamped:
+        raise errors.ConfigError(
+            f"box {name} keeps no timestamped logs (it was set up before `devbox logs --since` existed)",
+            hint=f"run `devbox up` to add them (older lines stay without times), or recreate the box with `devbox provision {name}`",
+        )
+
+
 def box_logs(target: str | None, *, follow: bool, tail: int, since: str | None, file: Path | None = None) -> None:
     """Print service logs of one service, one box, or every box; -f follows all of them."""
     import time
 
     from devbox import orchestrator
 
-    if since:
-        raise errors.ConfigError("--since is not supported yet: service logs carry no timestamps",
-                                 hint="use -n/--tail to limit the output")  # fmt: skip
+    since_t = None
+    if since is not None:
+        from devbox.services import logs
+
+        since_t = logs.parse_since(since)
     project = _project(file)
     box_name, _, service = (target or "").partition("/")
     names = [box_name] if box_name else project.box_order()
     sources: list[tuple[str, Path]] = []
+    ts_sources: list[tuple[str, Path, str]] = []
     for name in names:
         orchestrator._selected(project, [name])
         c = orchestrator.box_container(project, name)
@@ -225,11 +246,22 @@ def box_logs(target: str | None, *, follow: bool, tail: int, since: str | None, 
         if service and service not in box.services:
             raise errors.ConfigError(f"box {name} has no service {service!r}",
                                      hint=f"services: {', '.join(box.services)}")  # fmt: skip
+        if since_t is not None:
+            _check_stamped(c, name)
+            svcs = [service] if service else list(box.services)
+            ts_sources += [(f"{name}/{svc}", orchestrator.log_dir(c), svc) for svc in svcs]
+            continue
         if not service:
             sources.append((f"{name}", c.log_path))
         for svc in [service] if service else list(box.services):
             for stream in ("out", "err"):
                 sources.append((f"{name}/{svc}", orchestrator.log_dir(c) / f"{svc}.{stream}.log"))
+    if since_t is not None:
+        from devbox.services import logs
+
+        logs.print_since(sys.stdout.buffer, ts_sources, since=since_t, tail=tail, follow=follow,
+                         prefix=len(ts_sources) > 1)  # fmt: skip
+        return
     prefix = len(sources) > 2
     out = sys.stdout.buffer
     files: dict[str, Any] = {}

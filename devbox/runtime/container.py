@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -127,15 +126,16 @@ def find(name_or_id: str) -> Container:
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()
 
 
 def _random_name(taken: set[str]) -> str:
     for _ in range(100):
-        n = f"{secrets.choice(_ADJ)}_{secrets.choice(_NOUN)}"
+        r = int.from_bytes(os.urandom(4), "little")
+        n = f"{_ADJ[r % len(_ADJ)]}_{_NOUN[(r >> 16) % len(_NOUN)]}"
         if n not in taken:
             return n
-    return f"box_{secrets.token_hex(4)}"
+    return f"box_{os.urandom(4).hex()}"
 
 
 def create(spec_fields: dict[str, Any]) -> Container:

@@ -7,9 +7,7 @@ No policy and no logging here.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 import struct
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -69,7 +67,7 @@ _NR = {
     "aarch64": {"pivot_root": 41, "openat2": 437, "setns": 268, "unshare": 97, "capget": 90,
                 "capset": 91},
 }  # fmt: skip
-_nr = _NR.get(platform.machine(), _NR["x86_64"])
+_nr = _NR.get(os.uname().machine, _NR["x86_64"])
 
 libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)

@@ -7,12 +7,9 @@ sources that can produce it.
 
 from __future__ import annotations
 
-import logging
-
 from devbox.errors import ImageNotFound
+from devbox.log import log
 from devbox.runtime.image.store import Image, ImageStore
-
-log = logging.getLogger(__name__)
 
 __all__ = ["Image", "ImageStore", "ensure_image"]
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import logging
 import os
 import re
 import stat
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from devbox import errors
+from devbox.log import log
 from devbox.runtime.image import reference, unpack
 from devbox.runtime.image.store import (
     DOCKER_LAYER,
@@ -39,8 +39,6 @@ from devbox.runtime.image.store import (
     Image,
     ImageStore,
 )
-
-log = logging.getLogger(__name__)
 
 ENGINE_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
 ENGINE_DIRS = ("proc", "sys", "dev")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 import os
 import platform
 import re
@@ -45,8 +44,6 @@ from devbox.runtime.image.store import (
     canonical_json,
     sha256_file,
 )
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ARCHIVE_NAME = re.compile(r"^(\./)?(blobs(/sha256(/[0-9a-f]{64})?)?/?|index\.json|manifest\.json|oci-layout|"

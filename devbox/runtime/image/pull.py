@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
 import platform as _platform
 import sys
@@ -32,6 +31,7 @@ from typing import Any, TextIO
 
 from devbox import fsutil, paths
 from devbox.errors import ConfigError, ImageError, ImageNotFound, RegistryError
+from devbox.log import log
 from devbox.runtime.image import reference, unpack
 from devbox.runtime.image.registry import (
     INDEX_TYPES,
@@ -41,8 +41,6 @@ from devbox.runtime.image.registry import (
     ResumeUnsupported,
 )
 from devbox.runtime.image.store import LAYER_TYPES, Image, ImageStore, layer_compression
-
-log = logging.getLogger(__name__)
 
 PARALLEL = 4
 CONFIG_TYPES = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")

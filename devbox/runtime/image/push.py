@@ -9,18 +9,16 @@ with its own media type, so the registry's digest equals the store's image id.
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
 from devbox.errors import ConfigError, ImageError
+from devbox.log import log
 from devbox.runtime.image import reference
 from devbox.runtime.image.pull import Progress, _client, _update_records, blob_sources
 from devbox.runtime.image.registry import OCI_MANIFEST, RegistryClient
 from devbox.runtime.image.store import ImageStore
-
-log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 32 << 20
 PARALLEL = 4

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import threading
@@ -32,9 +31,8 @@ from typing import IO, Any
 import httpx
 
 from devbox.errors import RegistryError
+from devbox.log import log
 from devbox.runtime.image import auth
-
-log = logging.getLogger(__name__)
 
 ENV_TIMEOUT = "DEVBOX_REGISTRY_TIMEOUT"
 ENV_CONNECT_TIMEOUT = "DEVBOX_REGISTRY_CONNECT_TIMEOUT"

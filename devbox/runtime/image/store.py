@@ -20,7 +20,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import logging
 import os
 import re
 import secrets
@@ -33,10 +32,9 @@ from typing import Any
 
 from devbox import fsutil, paths
 from devbox.errors import ConfigError, ImageError, ImageNotFound
+from devbox.log import log
 from devbox.runtime import linux
-from devbox.runtime.image import reference, unpack
-
-log = logging.getLogger(__name__)
+from devbox.runtime.image import reference
 
 OCI_LAYOUT_VERSION = "1.0.0"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -288,6 +286,8 @@ class ImageStore:
             tmp = self.temp_dir("layer")
             try:
                 t0 = time.monotonic()
+                from devbox.runtime.image import unpack  # only when a layer is new: not on run's path
+
                 res = unpack.unpack_file(blob, tmp, None)  # compression from the content, not the media type
                 log.debug("unpacked %s (%d entries, %d bytes) in %.2fs", blob_digest[:19], res.entries,
                           res.size, time.monotonic() - t0)  # fmt: skip
@@ -307,6 +307,8 @@ class ImageStore:
         too, so the layer is usable as a lowerdir at once.
         """
         tar_path = Path(tar_path)
+        from devbox.runtime.image import unpack
+
         kind = unpack.sniff_compression(tar_path)
         with self.transaction():
             tmp = self.temp_dir("layer")

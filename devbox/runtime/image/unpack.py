@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 import shutil
 import stat
@@ -39,9 +38,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from devbox.errors import ImageError
+from devbox.log import log
 from devbox.runtime import linux
-
-log = logging.getLogger(__name__)
 
 ENV_MAX_LAYER_BYTES = "DEVBOX_MAX_LAYER_BYTES"
 DEFAULT_MAX_LAYER_BYTES = 16 << 30

@@ -37,6 +37,11 @@ extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
 # compat mode: a plain .pth path entry; the default editable finder adds ~25 ms to every command
 .venv/bin/pip install -q --disable-pip-version-check -e ".${extra}" --config-settings editable_mode=compat
+# setuptools is only needed to build (pip builds in an isolated env); in the venv its
+# distutils-precedence.pth imports _distutils_hack at every Python start (~5 ms of each devbox command)
+if .venv/bin/python -c 'import setuptools' 2>/dev/null; then
+  .venv/bin/pip uninstall -q -y --disable-pip-version-check setuptools >/dev/null 2>&1 || true
+fi
 # bytecode now, so that the first commands (and shells with PYTHONDONTWRITEBYTECODE) do not recompile
 .venv/bin/python -m compileall -q devbox >/dev/null
 ln -sf "$PWD/.venv/bin/devbox" /usr/local/bin/devbox

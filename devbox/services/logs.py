@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,7 +26,9 @@ SUFFIX = ".ts.log"
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-SINCE_FORMS = "a duration such as 30s, 10m, 2h, 1d or 1h30m, or an ISO 8601 time such as 2026-11-28T13:40:00Z"
+SINCE_FORMS = (
+    "a duration such as 30s, 10m, 2h, 1d or 1h30m, or an ISO 8601 time such as 2026-11-28T13:40:00Z"
+)
 
 
 def parse_since(value: str, now: float | None = None) -> float:
@@ -64,7 +66,7 @@ def _parse_time(raw: bytes) -> float | None:
     except (UnicodeDecodeError, ValueError):
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 

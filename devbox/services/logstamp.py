@@ -20,6 +20,7 @@ Protocol (supervisor's docs, "Event Listener Notification Protocol"): write READ
 characters of the decoded text, not bytes), answer `RESULT 2\\nOK`, repeat.
 """
 
+# ruff: noqa: UP031  (runs on the box's python3, which may be older than devbox's: plain % formatting)
 import io
 import os
 import re
@@ -85,7 +86,9 @@ def main(argv=None, stdin=None, stdout=None, now=time.time):
     log_dir = argv[0]
     maxbytes = int(argv[1]) if len(argv) > 1 else 10 * 1024 * 1024
     # newline="\n": no newline translation, so character counts match supervisor's `len:`
-    stdin = stdin or io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="\n")
+    stdin = stdin or io.TextIOWrapper(
+        sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="\n"
+    )
     stdout = stdout or sys.stdout.buffer
     w = Writer(log_dir, maxbytes)
     while True:
@@ -101,7 +104,7 @@ def main(argv=None, stdin=None, stdout=None, now=time.time):
                 name, channel, data = parse_payload(payload)
                 if channel in ("stdout", "stderr"):
                     w.write(name, records(stamp(now()), channel, data))
-        except Exception as e:  # never block supervisord: report and acknowledge anyway
+        except Exception as e:  # noqa: BLE001  never block supervisord: report and acknowledge anyway
             sys.stderr.write("_devbox_logs: %s\n" % (e,))
             sys.stderr.flush()
         stdout.write(b"RESULT 2\nOK")

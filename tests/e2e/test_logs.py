@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -56,9 +57,11 @@ def logs(d: Path, *args: str) -> str:
 
 def test_since_keeps_new_lines_and_drops_old_ones(project: Path) -> None:
     d = project
-    wait_for(lambda: "old-line" in logs(d, "app/ticker", "--since", "1h"), what="old-line in the stamped log")
+    wait_for(
+        lambda: "old-line" in logs(d, "app/ticker", "--since", "1h"), what="old-line in the stamped log"
+    )
     time.sleep(0.2)  # the old line is now clearly before `mark`
-    mark = datetime.now(timezone.utc).isoformat()
+    mark = datetime.now(UTC).isoformat()
     time.sleep(0.05)
     trigger(d, "one")
     wait_for(lambda: "new-line one" in logs(d, "app/ticker"), what="new-line one")
@@ -77,12 +80,15 @@ def test_since_keeps_new_lines_and_drops_old_ones(project: Path) -> None:
     # -f: the lines since the mark, then new ones as they come
     p = subprocess.Popen([DEVBOX, "logs", "app/ticker", "-f", "--since", mark], cwd=d,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))  # fmt: skip
+    watchdog = threading.Timer(30, p.kill)  # a readline that never returns fails the test instead
+    watchdog.start()
     try:
         assert p.stdout is not None
         assert p.stdout.readline() == b"new-line one\n"
         trigger(d, "two")
         assert p.stdout.readline() == b"new-line two\n"
     finally:
+        watchdog.cancel()
         p.kill()
         p.wait()
         for f in (p.stdout, p.stderr):
@@ -93,7 +99,12 @@ def test_since_keeps_new_lines_and_drops_old_ones(project: Path) -> None:
 def test_bad_since_names_the_value(project: Path) -> None:
     r = devbox("logs", "app/ticker", "--since", "10 minutes", cwd=project)
     assert r.returncode != 0 and r.stdout == ""
-    assert r.stderr.count("\n") == 1 and "'10 minutes'" in r.stderr and "10m" in r.stderr and "ISO 8601" in r.stderr
+    assert (
+        r.stderr.count("\n") == 1
+        and "'10 minutes'" in r.stderr
+        and "10m" in r.stderr
+        and "ISO 8601" in r.stderr
+    )
 
 
 def test_box_without_the_listener_is_refused(project: Path) -> None:

@@ -345,3 +345,4 @@ boxes:
     assert [p.name for p in r.client.processes(internal=True)] == ["_devbox_logs", "talker"]
     # the plain logs are unchanged
     assert (r.log_dir / "talker.out.log").read_bytes() == b"out one\npartial\n"
+    assert (r.log_dir / "_devbox_logs.err.log").read_bytes() == b""  # the listener had nothing to complain about

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,15 +25,20 @@ def test_since_durations(value: str, ago: float) -> None:
 
 
 def test_since_iso_times() -> None:
-    assert logs.parse_since("2027-01-15T08:00:00Z") == datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()
-    assert logs.parse_since("2027-01-15T08:00:00+02:00") == datetime(2027, 1, 15, 6, tzinfo=timezone.utc).timestamp()
-    assert logs.parse_since("2027-01-15T08:00:00.5Z") == datetime(2027, 1, 15, 8, 0, 0, 500000, tzinfo=timezone.utc).timestamp()
+    assert logs.parse_since("2027-01-15T08:00:00Z") == datetime(2027, 1, 15, 8, tzinfo=UTC).timestamp()
+    assert logs.parse_since("2027-01-15T08:00:00+02:00") == datetime(2027, 1, 15, 6, tzinfo=UTC).timestamp()
+    assert (
+        logs.parse_since("2027-01-15T08:00:00.5Z")
+        == datetime(2027, 1, 15, 8, 0, 0, 500000, tzinfo=UTC).timestamp()
+    )
     # without a zone: local time
     assert logs.parse_since("2027-01-15 08:00") == datetime(2027, 1, 15, 8).astimezone().timestamp()
     assert logs.parse_since("2027-01-15") == datetime(2027, 1, 15).astimezone().timestamp()
 
 
-@pytest.mark.parametrize("value", ["", "10", "m", "10x", "-5m", "5 m", "10m ago", "yesterday", "2027-13-01", "1h-30m", "1e3s"])
+@pytest.mark.parametrize(
+    "value", ["", "10", "m", "10x", "-5m", "5 m", "10m ago", "yesterday", "2027-13-01", "1h-30m", "1e3s"]
+)
 def test_since_bad_values_name_the_value_and_the_forms(value: str) -> None:
     with pytest.raises(ConfigError) as ei:
         logs.parse_since(value, now=NOW)
@@ -152,8 +157,12 @@ def test_merge_orders_by_time_across_services() -> None:
 
 
 def test_print_since_reads_rotated_then_current(tmp_path: Path) -> None:
-    (tmp_path / "web.ts.log.1").write_bytes(rec(NOW, "stdout", "F", "old") + rec(NOW + 10, "stdout", "F", "r"))
-    (tmp_path / "web.ts.log").write_bytes(rec(NOW + 20, "stderr", "F", "new") + rec(NOW + 30, "stdout", "F", "newer"))
+    (tmp_path / "web.ts.log.1").write_bytes(
+        rec(NOW, "stdout", "F", "old") + rec(NOW + 10, "stdout", "F", "r")
+    )
+    (tmp_path / "web.ts.log").write_bytes(
+        rec(NOW + 20, "stderr", "F", "new") + rec(NOW + 30, "stdout", "F", "newer")
+    )
     (tmp_path / "db.ts.log").write_bytes(rec(NOW + 25, "stdout", "F", "db"))
     out = io.BytesIO()
     logs.print_since(out, [("b/web", tmp_path, "web"), ("b/db", tmp_path, "db"), ("b/none", tmp_path, "none")],
@@ -176,7 +185,9 @@ def test_reader_refuses_symlinks_the_box_planted(tmp_path: Path) -> None:
     assert out.getvalue() == b""
     # nor a symlinked log folder
     (tmp_path / "link").symlink_to(tmp_path)
-    logs.print_since(out, [("b/secret", tmp_path / "link", "x")], since=None, tail=-1, follow=False, prefix=False)
+    logs.print_since(
+        out, [("b/secret", tmp_path / "link", "x")], since=None, tail=-1, follow=False, prefix=False
+    )
     assert out.getvalue() == b""
 
 

@@ -14,18 +14,19 @@ up 1 s before it counts as RUNNING).  `devbox up` returns once every service is 
               XML-RPC getAllProcessInfo over the unix socket (sv_bench.py's transport) every 2 ms
               until all three are RUNNING; also `podman start` of the 3 stopped containers (the
               closest to "halted boxes").
-  (c) cold (--cold): `mmdebstrap --variant=minbase --include=python3,supervisor,redis-server
-              bookworm` to a tar on tmpfs vs `devbox up` of a one-box project with packages
-              [redis-server] in an empty state root, no bootstrap cache; alternated, --cold-runs each.
+  (c) cold (--cold, or --cold-only for just this): the very mmdebstrap command devbox runs (same
+              suite, variant, packages incl. devbox's defaults + redis-server, mirror, keyring) writing
+              a tar on tmpfs vs `devbox up` of a one-box project with packages [redis-server] in an
+              empty state root on tmpfs, no bootstrap cache; TMPDIR on tmpfs for both; alternated with
+              the order flipped every round, --cold-runs each.
 
-  bench/up.py [--runs 7] [--cold] [--cold-runs 2]
+  bench/up.py [--runs 7] [--cold | --cold-only] [--cold-runs 2]
 
 State roots and podman storage are on tmpfs mounts made here and removed at the end.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -192,18 +193,31 @@ def warm(a, out: list[str]) -> None:
 
 
 def cold(a, out: list[str]) -> None:
-    pkgs = "python3,supervisor,redis-server"
-    res = {"mmdebstrap": [], "devbox": []}
+    """(c): mmdebstrap alone vs devbox's cold `up`, alternating (the order flips every round).
+
+    mmdebstrap gets exactly the command devbox runs (bootstrap.mmdebstrap_argv: same suite, variant,
+    packages incl. devbox's defaults, keyring, mirror, --skip=output/dev, --format=tar) except that it
+    writes the tar to a file on the scratch tmpfs instead of stdout. Both run with TMPDIR on that tmpfs
+    (mmdebstrap builds its chroot under TMPDIR) and devbox's state root on it too, so neither pays the
+    disk's slow-create-after-delete trap; packages are downloaded from the mirror every time."""
     sys.path.insert(0, str(C.REPO))
-    from devbox.runtime.image.bootstrap import find_mirror
-    mirror = find_mirror()[0]
-    for i in range(a.cold_runs):
+    from devbox.runtime.image.bootstrap import _package_list, find_mirror, mmdebstrap_argv
+    mirror, keyring = find_mirror()
+    pkgs = _package_list(["redis-server"])
+    argv = mmdebstrap_argv("bookworm", pkgs, mirror, keyring)
+    res = {"mmdebstrap": [], "devbox": []}
+
+    def run_mmdebstrap():
         with C.tmpfs("devbox-bench-cold-") as t:
-            res["mmdebstrap"].append(C.timed(
-                ["mmdebstrap", "--variant=minbase", f"--include={pkgs}", "--skip=output/dev", "bookworm",
-                 str(t / "rootfs.tar"), mirror], timeout=1200))
+            (t / "tmp").mkdir()
+            # the environment devbox's own mmdebstrap gets
+            env = C.devbox_env(t / "unused", TMPDIR=str(t / "tmp"))
+            res["mmdebstrap"].append(C.timed(argv[:-2] + [str(t / "rootfs.tar"), argv[-1]], env=env, timeout=1200))
+
+    def run_devbox():
         with C.tmpfs("devbox-bench-cold-") as t:
-            env = C.devbox_env(t / "dbx")
+            (t / "tmp").mkdir()
+            env = C.devbox_env(t / "dbx", TMPDIR=str(t / "tmp"))
             env.pop("DEVBOX_BOOTSTRAP_CACHE", None)
             d = t / "proj"
             d.mkdir()
@@ -215,12 +229,20 @@ def cold(a, out: list[str]) -> None:
                                              timeout=1200))
             finally:
                 C.devbox_cleanup(env, [d / "Devboxfile"])
-    out.append(f"\n(c) cold first up (load average after {C.loadavg()}); mirror from the host's apt sources\n")
+
+    for i in range(a.cold_runs):
+        for f in ((run_mmdebstrap, run_devbox) if i % 2 == 0 else (run_devbox, run_mmdebstrap)):
+            f()
+        print(f"cold round {i + 1}: mmdebstrap {res['mmdebstrap'][-1]:.2f} s, devbox {res['devbox'][-1]:.2f} s",
+              file=sys.stderr, flush=True)
+    cmd = " ".join(argv[:-2] + ["TMPFS/rootfs.tar", argv[-1]])
+    out.append(f"\n(c) cold first up (load average after {C.loadavg()}); alternating, order flipped each round\n")
     out.append("| case | median s | min..max | N |\n|---|---:|---:|---:|")
-    out.append(f"| mmdebstrap --variant=minbase --include={pkgs} bookworm -> tar on tmpfs | "
-               f"{C.fmt_s(res['mmdebstrap'])} |")
-    out.append(f"| devbox up, 1 box debian:bookworm + packages [redis-server], empty root, no cache | "
-               f"{C.fmt_s(res['devbox'])} |")
+    out.append(f"| `{cmd}` (TMPDIR on tmpfs) | {C.fmt_s(res['mmdebstrap'])} |")
+    out.append(f"| `devbox up`, 1 box debian:bookworm + packages [redis-server] -> RUNNING, empty state root "
+               f"on tmpfs, no bootstrap cache | {C.fmt_s(res['devbox'])} |")
+    out.append("\nper round (mmdebstrap, devbox, ratio): " + ", ".join(
+        f"({m:.2f}, {d:.2f}, {d / m:.2f}x)" for m, d in zip(res["mmdebstrap"], res["devbox"])))
     out.append(f"\ndevbox / mmdebstrap = **{C.ratio(res['devbox'], res['mmdebstrap'])}** (target ≤ 1.1x)")
 
 
@@ -230,11 +252,13 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--cold", action="store_true")
     ap.add_argument("--cold-runs", type=int, default=2)
+    ap.add_argument("--cold-only", action="store_true", help="only (c): no warm runs, no podman")
     ap.add_argument("--profile", action="store_true", help="cProfile one warm and one no-change up")
     a = ap.parse_args()
     out = [C.header("up: 3-box project (sleep infinity under supervisord in each)")]
-    warm(a, out)
-    if a.cold:
+    if not a.cold_only:
+        warm(a, out)
+    if a.cold or a.cold_only:
         cold(a, out)
     print("\n".join(out))
 

@@ -3,10 +3,13 @@
 Works where no registry is reachable. The rootfs tar comes from
 `mmdebstrap --variant=minbase --include=python3,supervisor,... --skip=output/dev SUITE - MIRROR`
 on stdout; devbox prepends an empty `./dev/` directory (the runtime mounts its own /dev, so no device
-nodes are stored), gzips it while hashing, and imports it as a one-layer image.
+nodes are stored) and imports the stream as a one-layer image in one pass (`import_rootfs_stream`):
+extracted into the layer directory and hashed (DiffID) as it arrives, while a child process gzips the
+same bytes into the blob and hashes them. No tar file is written and nothing is read back.
 
 DEVBOX_BOOTSTRAP_CACHE=DIR keeps the built tarball as DIR/debian-SUITE-<key>.tar.gz and reuses it (the
-test suite and repeated bootstraps use this); DEVBOX_DEBIAN_MIRROR overrides the mirror.
+test suite and repeated bootstraps use this; that path writes the tarball first, then imports it);
+DEVBOX_DEBIAN_MIRROR overrides the mirror.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from devbox.errors import ImageError
@@ -151,6 +155,18 @@ def _dev_dir_header() -> bytes:
     return ti.tobuf(format=tarfile.GNU_FORMAT)
 
 
+def _mmdebstrap_error(rc: int, tail: list[str], mirror: str, suite: str) -> ImageError:
+    """One-line error from mmdebstrap's last `E:` line (or its last line, or its exit status)."""
+    errs = [x for x in tail if x.startswith("E:")] or [x for x in tail if x.strip()] or [f"exit status {rc}"]
+    msg = errs[-1].strip()
+    if any(k in " ".join(tail) for k in ("Temporary failure resolving", "Could not resolve",
+                                         "Failed to fetch", "Connection failed")):  # fmt: skip
+        return ImageError(f"mmdebstrap could not download from {mirror}: {msg}",
+                          hint=f"check the network, or set {ENV_MIRROR} to a reachable mirror")  # fmt: skip
+    return ImageError(f"mmdebstrap failed for {suite}: {msg}",
+                      hint="see its output above; a package name may be wrong")  # fmt: skip
+
+
 def build_rootfs_tar(suite: str, out: Path, packages: tuple[str, ...] | list[str] = ()) -> str:
     """Run mmdebstrap and write a gzipped rootfs tar to `out`; returns its DiffID (uncompressed sha256).
 
@@ -201,14 +217,7 @@ def build_rootfs_tar(suite: str, out: Path, packages: tuple[str, ...] | list[str
             f.write(comp.flush())
         rc = proc.wait()
         if rc != 0:
-            errs = [x for x in tail if x.startswith("E:")] or tail or [f"exit status {rc}"]
-            msg = errs[-1]
-            if any(k in " ".join(tail) for k in ("Temporary failure resolving", "Could not resolve",
-                                                 "Failed to fetch", "Connection failed")):  # fmt: skip
-                raise ImageError(f"mmdebstrap could not download from {mirror}: {msg}",
-                                 hint=f"check the network, or set {ENV_MIRROR} to a reachable mirror")  # fmt: skip
-            raise ImageError(f"mmdebstrap failed for {suite}: {msg}",
-                             hint="see its output above; a package name may be wrong")  # fmt: skip
+            raise _mmdebstrap_error(rc, tail, mirror, suite)
         os.rename(part, out)
     except BaseException:
         if proc.poll() is None:
@@ -252,12 +261,203 @@ def bootstrap_debian(store: ImageStore, suite: str, ref: str | None = None,
     with store.transaction():
         if cache:
             return import_bootstrap_tar(store, cached_rootfs_tar(Path(cache), suite, packages), suite, ref, packages)
-        tar = store.temp_path("bootstrap")
+        if not shutil.which("mmdebstrap"):
+            raise ImageError("mmdebstrap is not installed", hint="apt-get install mmdebstrap")
+        if not _SUITE_RE.match(suite):
+            raise ImageError(f"invalid Debian suite {suite!r}", hint="use a codename such as bookworm or trixie")
+        mirror, keyring = find_mirror()
+        argv = mmdebstrap_argv(suite, _package_list(packages), mirror, keyring)
+        # the suite check (one HEAD request, ~0.35 s) runs while mmdebstrap starts up
+        return import_rootfs_stream(store, argv, suite, ref, mirror=mirror,
+                                    precheck=lambda: _check_suite(mirror, suite))  # fmt: skip
+
+
+# One pass from mmdebstrap's stdout to a registered image: the parent reads the tar stream, hashes it
+# (the DiffID) and extracts it into a scratch layer dir while a child gzips the same bytes (isal when
+# installed) into the blob file and hashes the gzip (the blob digest). Nothing is written twice or read
+# back. Only when mmdebstrap exited 0, the tar ended cleanly and the gzip child succeeded are the blob
+# and the layer dir renamed into place and the image written; on any failure both are removed.
+_GZIP_CHILD = r"""
+import hashlib, os, sys
+if len(sys.argv) > 3:
+    sys.path.insert(0, sys.argv[3])
+    from isal import isal_zlib as zlib
+else:
+    import zlib
+level = int(sys.argv[2])
+if zlib.__name__.startswith("isal"):
+    level = min(level, 3)
+out = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+c = zlib.compressobj(level, zlib.DEFLATED, 31)
+h = hashlib.sha256()
+n = 0
+def w(b):
+    global n
+    if b:
+        h.update(b)
+        n += len(b)
+        mv = memoryview(b)
+        while mv:
+            mv = mv[os.write(out, mv):]
+fi = sys.stdin.fileno()
+while True:
+    b = os.read(fi, 1 << 20)
+    if not b:
+        break
+    w(c.compress(b))
+w(c.flush())
+os.close(out)
+sys.stdout.write("sha256:%s %d\n" % (h.hexdigest(), n))
+"""
+
+
+class _TeeReader:
+    """Reads the tar from the producer's stdout (the ./dev header first), passes every byte on to the
+    gzip child, and relays the producer's stderr lines (kept in `tail`) while waiting for data."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], gz_in: int, head: bytes) -> None:
+        assert proc.stdout is not None and proc.stderr is not None
+        self.proc, self.gz_in = proc, gz_in
+        self.out_fd, self.err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+        self.pending = head
+        self.tail: list[str] = []
+        self.errbuf = b""
+        self.eof = False
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.out_fd, selectors.EVENT_READ, "out")
+        self.sel.register(self.err_fd, selectors.EVENT_READ, "err")
+        self.err_open = True
+
+    def _relay(self, data: bytes) -> None:
+        if not data:
+            self.sel.unregister(self.err_fd)
+            self.err_open = False
+            data, self.errbuf = self.errbuf + b"\n", b""
+        self.errbuf += data
+        *lines, self.errbuf = self.errbuf.split(b"\n")
+        for raw in lines:
+            if not raw:
+                continue
+            line = raw.decode(errors="replace")
+            print(line, file=sys.stderr, flush=True)
+            self.tail = (self.tail + [line])[-30:]
+
+    def read(self, n: int) -> bytes:
+        if self.pending:
+            b, self.pending = self.pending, b""
+        elif self.eof:
+            return b""
+        else:
+            b = b""
+            while not b:
+                for key, _ in self.sel.select():
+                    if key.data == "err":
+                        self._relay(os.read(self.err_fd, 1 << 16))
+                        continue
+                    b = os.read(self.out_fd, max(n, 1 << 16))
+                    if not b:
+                        self.eof = True
+                        return b""
+                    break
+        mv = memoryview(b)
+        while mv:
+            mv = mv[os.write(self.gz_in, mv) :]
+        return b
+
+    def finish_stderr(self) -> None:
+        while self.err_open:
+            self._relay(os.read(self.err_fd, 1 << 16))
+
+    def close(self) -> None:
+        self.sel.close()
+
+
+def import_rootfs_stream(store: ImageStore, argv: list[str], suite: str, ref: str | None = None, *,
+                         mirror: str = "", created_by: str | None = None,
+                         precheck: Callable[[], None] | None = None) -> Image:  # fmt: skip
+    """Run `argv` (mmdebstrap writing a rootfs tar to stdout) and import its output as a one-layer
+    image `ref` (default debian:SUITE) in one pass: extract, DiffID and gzip blob at the same time.
+
+    `precheck` runs once `argv` has started; when it raises, the producer is killed and nothing is kept."""
+    from devbox.runtime.image import unpack
+
+    log.info("+ %s", " ".join(argv))
+    with store.transaction():
+        layer_tmp = store.temp_dir("layer")
+        blob_tmp = store.temp_path("blob")
+        gz_argv = [sys.executable, "-I", "-S", "-c", _GZIP_CHILD, os.fspath(blob_tmp), str(GZIP_LEVEL)]
+        gz_argv += unpack._isal_path()
+        gz = proc = None
         try:
-            build_rootfs_tar(suite, tar, packages)
-            return import_bootstrap_tar(store, tar, suite, ref, packages)
+            gz = subprocess.Popen(gz_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  close_fds=True)  # fmt: skip
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    close_fds=True)  # fmt: skip
+            assert gz.stdin is not None and gz.stdout is not None and proc.stdout is not None
+            try:
+                import fcntl
+
+                for fd in (proc.stdout.fileno(), gz.stdin.fileno()):  # F_SETPIPE_SZ: fewer waits, bigger reads
+                    fcntl.fcntl(fd, 1031, 1 << 20)
+            except OSError:
+                pass
+            if precheck is not None:
+                precheck()
+            tee = _TeeReader(proc, gz.stdin.fileno(), _dev_dir_header())
+            t0 = time.monotonic()
+            try:
+                try:
+                    res = unpack.extract(tee, layer_tmp)
+                except ImageError:
+                    # a stream cut short because the producer failed: report the producer's error
+                    if tee.eof or proc.poll() is not None:
+                        tee.finish_stderr()
+                        rc = proc.wait()
+                        if rc != 0:
+                            raise _mmdebstrap_error(rc, tee.tail, mirror, suite) from None
+                    raise
+                tee.finish_stderr()
+                rc = proc.wait()
+            finally:
+                tee.close()
+            if rc != 0:
+                raise _mmdebstrap_error(rc, tee.tail, mirror, suite)
+            gz.stdin.close()
+            out, err = gz.stdout.read(), (gz.stderr.read() if gz.stderr else b"")
+            if gz.wait() != 0 or not out.startswith(b"sha256:"):
+                last = (err.decode(errors="replace").strip().splitlines() or [f"exit status {gz.returncode}"])[-1]
+                raise ImageError(f"cannot compress the bootstrapped rootfs: {last}",
+                                 hint="check free space in the state root")  # fmt: skip
+            blob, size_s = out.decode().split()
+            log.debug("bootstrap stream: %d entries, %d bytes, %s gzip bytes, extracted in %.2fs after the first byte",
+                      res.entries, res.size, size_s, time.monotonic() - t0)  # fmt: skip
+            dst = store.blob_path(blob)
+            if dst.exists():
+                blob_tmp.unlink()
+            else:
+                os.rename(blob_tmp, dst)
+            store._register_layer(layer_tmp, res.diff_id)
+        except BaseException:
+            for p in (proc, gz):
+                if p is not None and p.poll() is None:
+                    p.kill()
+                if p is not None:
+                    p.wait()
+            from devbox.runtime.image.store import _remove_path
+
+            _remove_path(layer_tmp)
+            _remove_path(blob_tmp)
+            raise
         finally:
-            tar.unlink(missing_ok=True)
+            for p in (proc, gz):
+                for f in (p.stdin, p.stdout, p.stderr) if p is not None else ():
+                    if f is not None:
+                        f.close()
+        config = importer.default_config([res.diff_id], created_by=created_by or " ".join(argv),
+                                         comment=f"devbox image bootstrap debian:{suite}",
+                                         labels={"io.devbox.bootstrap": f"debian:{suite}"}, cmd=["bash"])  # fmt: skip
+        layer = {"mediaType": OCI_LAYER_GZIP, "digest": blob, "size": int(size_s)}
+        return store.write_image(config, [layer], ref or f"debian:{suite}")
 
 
 def import_bootstrap_tar(store: ImageStore, tar: Path, suite: str, ref: str | None = None,

@@ -42,12 +42,70 @@ def _stderr(msg: str) -> None:
 
 
 def load(file: Path | None = None) -> model.Project:
-    from devbox import devboxfile
-
     if file is None and os.environ.get("DEVBOX_FILE"):
         file = Path(os.environ["DEVBOX_FILE"])
-    path = file if file is not None else devboxfile.find(Path.cwd())
-    return devboxfile.load(Path(path).resolve())
+    path = file if file is not None else _find_devboxfile()
+    return _load_cached(Path(path).resolve())
+
+
+def _find_devboxfile() -> Path:
+    """devboxfile.find without importing devboxfile (yaml and the validators) when there is one."""
+    start = Path(os.path.abspath(Path.cwd()))
+    for d in (start, *start.parents):
+        if os.path.isfile(d / "Devboxfile"):
+            return d / "Devboxfile"
+    from devbox import devboxfile
+
+    return devboxfile.find(Path.cwd())  # raises its error
+
+
+# the modules whose code decides what devboxfile.load returns
+_PARSER_FILES = ("__init__.py", "devboxfile.py", "model.py", "errors.py", "services/config.py", "runtime/resources.py")
+
+
+def _load_cached(path: Path) -> model.Project:
+    """devboxfile.load, memoised by the file's text: parsing imports yaml and validates everything
+    (~30-50 ms); the cache is a pickle in the state root's cache/devboxfile/, keyed by the path, the
+    text and the parser's own files, so any change to them parses again. Errors are never cached."""
+    import pickle
+
+    try:
+        text = path.read_bytes()
+    except OSError:
+        text = None
+    if text is None:
+        from devbox import devboxfile
+
+        return devboxfile.load(path)  # its own errors for missing or unreadable files
+    h = hashlib.sha256(os.fsencode(path) + b"\0" + text)
+    here = os.path.dirname(os.path.abspath(__file__))
+    for f in _PARSER_FILES:  # a changed parser (an upgrade, a developer's edit) invalidates every entry
+        try:
+            st = os.stat(os.path.join(here, f))
+            h.update(f"\0{f}:{st.st_mtime_ns}:{st.st_size}".encode())
+        except OSError:
+            h.update(f"\0{f}:-".encode())
+    key = h.hexdigest()
+    # one entry per Devboxfile path, holding (key, project)
+    cache = paths.cache_dir() / "devboxfile" / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}.pickle"
+    try:
+        with open(cache, "rb") as fh:
+            got_key, project = pickle.load(fh)
+        if got_key == key and isinstance(project, model.Project):
+            return project
+    except Exception:  # missing, truncated, or from another version: parse again
+        pass
+    from devbox import devboxfile
+
+    project = devboxfile.load(path)
+    try:
+        from devbox import fsutil
+
+        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fsutil.atomic_write(cache, pickle.dumps((key, project), protocol=pickle.HIGHEST_PROTOCOL), 0o600)
+    except Exception:  # a read-only state root or an unpicklable project: no cache, same result
+        pass
+    return project
 
 
 def container_name(project: model.Project, box: str) -> str:
@@ -187,6 +245,75 @@ def _check_supervisord(store: Any, img: Any, box: model.Box) -> None:
 # ------------------------------------------------------------------------------------------ containers
 
 
+# A box's PID 1 is supervisord. Debian's /usr/bin/supervisord finds its entry point through
+# importlib.metadata, and supervisor.options imports pkg_resources (together ~85 ms of CPU, more than
+# half of supervisord's start-up, paid by every box an `up` starts) only to resolve
+# `supervisor.rpcinterface:make_main_rpcinterface`. Boxes whose image has python3 and Debian's
+# supervisor module run this file instead (written to the box's /run/devbox before each start): the
+# same supervisord main() with a small pkg_resources stand-in that resolves "module:attr" and loads the
+# real pkg_resources for anything else; if supervisor cannot be imported it execs /usr/bin/supervisord.
+# Boxes created before keep their argv.
+PYTHON_IN_BOX = "/usr/bin/python3"
+BOOT_IN_BOX = "/run/devbox/supervisord_boot.py"
+SUPERVISOR_IN_BOX = "usr/lib/python3/dist-packages/supervisor/supervisord.py"
+BOOT_PY = """\
+# Written by devbox (devbox/orchestrator.py): supervisord's main() without importing pkg_resources.
+import importlib
+import os
+import sys
+import types
+
+
+class EntryPoint:
+    def __init__(self, spec):
+        self.spec = spec
+
+    @classmethod
+    def parse(cls, src):
+        return cls(src.split("=", 1)[1].strip())
+
+    def resolve(self):
+        mod, _, attrs = self.spec.partition(":")
+        obj = importlib.import_module(mod.strip())
+        for a in filter(None, attrs.strip().split(".")):
+            obj = getattr(obj, a)
+        return obj
+
+    def load(self, require=True):
+        return self.resolve()
+
+
+def _real(name):
+    sys.modules.pop("pkg_resources", None)
+    import pkg_resources
+
+    return getattr(pkg_resources, name)
+
+
+stub = types.ModuleType("pkg_resources")
+stub.EntryPoint = EntryPoint
+stub.__getattr__ = _real
+sys.argv[0] = "/usr/bin/supervisord"
+sys.modules["pkg_resources"] = stub
+try:
+    from supervisor.supervisord import main
+except ImportError:
+    sys.modules.pop("pkg_resources", None)
+    os.execv("/usr/bin/supervisord", sys.argv)
+sys.exit(main())
+"""
+
+
+def _fast_boot(image: Any) -> bool:
+    """True when the image has /usr/bin/python3 and Debian's supervisor module (see BOOT_PY)."""
+    from devbox.runtime.image.store import ImageStore
+
+    dirs = ImageStore().layer_dirs(image)
+    return any(os.path.lexists(d / "usr/bin/python3") for d in dirs) and any(
+        os.path.lexists(d / SUPERVISOR_IN_BOX) for d in dirs
+    )
+
+
 def _box_spec(project: model.Project, box: model.Box, image: Any) -> dict[str, Any]:
     from devbox.runtime.spec import MountSpec
     from devbox.services.config import supervisord_command
@@ -199,7 +326,8 @@ def _box_spec(project: model.Project, box: model.Box, image: Any) -> dict[str, A
         "image": f"{project.name}-{box.name}:latest",
         "image_digest": image.digest,
         "diff_ids": list(image.diff_ids),
-        "args": supervisord_command(CONF_IN_BOX),
+        "args": [PYTHON_IN_BOX, BOOT_IN_BOX, *supervisord_command(CONF_IN_BOX)[1:]] if _fast_boot(image)
+        else supervisord_command(CONF_IN_BOX),
         "env": env,
         "cwd": "/",
         "user": None,
@@ -245,6 +373,14 @@ def _write_conf(c: ct.Container, box: model.Box) -> bool:
     from devbox.services.config import LISTENER_SCRIPT, listener_source, render
 
     text = render(box, sock_path=SOCK_IN_BOX, log_dir=LOGS_IN_BOX)
+    if BOOT_IN_BOX in c.spec.args:  # PID 1's start-up file (see BOOT_PY)
+        b = run_dir(c) / os.path.basename(BOOT_IN_BOX)
+        try:
+            same = b.read_text() == BOOT_PY
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            fsutil.atomic_write(b, BOOT_PY, 0o644)
     # the log listener's script (timestamps for `devbox logs --since`); conf and script change together
     fsutil.atomic_write(run_dir(c) / LISTENER_SCRIPT, listener_source(), 0o644)
     p = run_dir(c) / "supervisord.conf"

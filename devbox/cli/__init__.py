@@ -1,84 +1,28 @@
 """The `devbox` command. Verbs live one per module; each module has `register(app)`.
 
 Modules keep heavy imports (pyroute2, supervisor, yaml, httpx) inside their command functions so that
-every devbox command starts fast.
+every devbox command starts fast. The typer app lives in devbox/cli/_typer_app.py and is imported only
+when devbox/cli/up.py does not take argv (`up` and `status` with simple options run without typer,
+which alone costs ~100 ms).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-
-import typer
+from typing import Any
 
 from devbox.errors import DevboxError
 
-app = typer.Typer(
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    help="Per-project development environments: boxes running supervisord on devbox's own engine.",
-)
-
-# Each of these modules defines register(app). Order is the order in `devbox --help`.
-VERB_MODULES = [
-    "project",  # init up status logs shell exec(box) restart halt destroy reload provision
-    "watch",  # watch
-    "container",  # run ps exec logs stop kill rm
-    "image",  # image ..., commit, pull, push, login, logout
-    "network",  # network create/ls/rm
-    "registry",  # pull push login logout
-    "snapshot",  # commit, snapshot save/restore/list/delete, lock
-]
+_FROM_APP = ("app", "VERB_MODULES", "VERB_OF", "_verb", "_register", "_root", "_version")
 
 
-def _version(value: bool) -> None:
-    if value:
-        from devbox import __version__
+def __getattr__(name: str) -> Any:  # devbox.cli.app, devbox.cli._register, ... as before, on demand
+    if name in _FROM_APP:
+        from devbox.cli import _typer_app
 
-        print(f"devbox {__version__}")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show every step and its timing."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-) -> None:
-    from devbox import log
-
-    log.setup(debug)
-
-
-# verb -> module, so that a command imports only the CLI module it needs (each costs 5-30 ms)
-VERB_OF = {
-    **dict.fromkeys(["init", "up", "status", "shell", "restart", "halt", "destroy", "reload", "provision"], "project"),
-    **dict.fromkeys(["run", "start", "ps", "exec", "logs", "stop", "kill", "rm"], "container"),
-    "image": "image", "network": "network", "watch": "watch",
-    **dict.fromkeys(["pull", "push", "login", "logout"], "registry"),
-    **dict.fromkeys(["commit", "snapshot", "lock"], "snapshot"),
-}  # fmt: skip
-
-
-def _verb(argv: list[str]) -> str | None:
-    for a in argv:
-        if not a.startswith("-"):
-            return a
-    return None
-
-
-def _register(argv: list[str] | None = None) -> None:
-    only = VERB_OF.get(_verb(argv or []) or "")
-    for name in [only] if only else VERB_MODULES:
-        try:
-            mod = importlib.import_module(f"devbox.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"devbox.cli.{name}":
-                continue
-            raise
-        mod.register(app)
+        return getattr(_typer_app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fail(err: DevboxError) -> int:
@@ -90,6 +34,20 @@ def fail(err: DevboxError) -> int:
 
 
 def main() -> None:
+    from devbox.cli import runner  # `run` without typer (cli/runner.py)
+
+    rv = runner.main(sys.argv[1:])
+    if rv is not None:
+        sys.exit(rv)
+    from devbox.cli import up as fast
+
+    rv = fast.main(sys.argv[1:])
+    if rv is not None:
+        sys.exit(rv)
+    import typer
+
+    from devbox.cli._typer_app import _register, app
+
     _register(sys.argv[1:])
     try:
         rv = app(standalone_mode=False)

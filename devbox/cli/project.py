@@ -11,7 +11,8 @@ from typing import Any
 import typer
 
 from devbox import errors
-from devbox.cli.util import print_json, print_table, require_root
+from devbox.cli.up import _summary
+from devbox.cli.util import require_root
 
 FILE_OPT = typer.Option(None, "--file", envvar="DEVBOX_FILE", help="Devboxfile to use (default: ./Devboxfile or a parent's).")
 
@@ -38,27 +39,6 @@ def init_cmd(
     print(f"wrote {target} (template {template}); next: devbox up", file=sys.stderr)
 
 
-def _summary(result: Any) -> None:
-    rows = []
-    urls = []
-    for br in result.boxes:
-        c = br.container
-        for name, s in (br.report.services.items() if br.report else []):
-            rows.append([br.box, name, s.state, s.pid or "", "healthy" if s.healthy else s.message])
-        for p in c.spec.ports:
-            host = p.rsplit(":", 2)
-            hip = host[0] if len(host) == 3 else "127.0.0.1"
-            hport = host[-2]
-            shown = "localhost" if hip in ("127.0.0.1", "0.0.0.0") else hip
-            urls.append(f"{br.box}: {shown}:{hport} -> {br.box}:{host[-1]}")
-    print_table(["BOX", "SERVICE", "STATE", "PID", "HEALTH"], rows)
-    if urls:
-        print("\nports:")
-        for u in urls:
-            print("  " + u)
-    print(f"\n{len(result.boxes)} box(es) up in {result.elapsed:.2f}s", file=sys.stderr)
-
-
 def up_cmd(
     boxes: list[str] = typer.Argument(None, help="Boxes to bring up (default: all)."),
     build: bool = typer.Option(False, "--build", help="Rebuild images without the step cache."),
@@ -71,27 +51,9 @@ def up_cmd(
     file: Path = FILE_OPT,
 ) -> None:
     """Create, build and start the project's boxes until every service is healthy."""
-    from devbox import orchestrator
+    from devbox.cli.up import run_up
 
-    require_root()
-    project = _project(file)
-    if frozen:
-        from devbox import lockfile
-
-        lockfile.check_frozen(project)
-    if dry_run:
-        for a in orchestrator.plan(project, boxes or None, build=build):
-            print(a.describe())
-        return
-    from devbox.runtime import container as ct
-
-    ct.reconcile()
-    result = orchestrator.up(project, boxes or None, build=build, frozen=frozen)
-    _summary(result)
-    if watch:
-        from devbox import watch as w
-
-        w.watch(project.file, boxes or None)
+    run_up(boxes or None, build, dry_run, watch, frozen, file)
 
 
 def status_cmd(
@@ -99,31 +61,9 @@ def status_cmd(
     file: Path = FILE_OPT,
 ) -> None:
     """Boxes (state, image, IP, ports) and their services (state, pid, uptime, health)."""
-    from devbox import orchestrator
+    from devbox.cli.up import run_status
 
-    require_root()
-    project = _project(file)
-    st = orchestrator.status(project)
-    if as_json:
-        print_json({"project": project.name, "boxes": [
-            {"box": s.box, "state": s.state, "image": s.image, "ip": s.ip, "ports": s.ports,
-             "container": s.container.id if s.container else None, "services": s.services} for s in st]})  # fmt: skip
-        return
-    print_table(["BOX", "STATE", "IMAGE", "IP", "PORTS"],
-                [[s.box, s.state, s.image, s.ip or "", ", ".join(s.ports)] for s in st])  # fmt: skip
-    rows = [[s.box, sv["name"], sv["state"], sv["pid"] or "", _uptime(sv["uptime"]), sv["health"]]
-            for s in st for sv in s.services]  # fmt: skip
-    if rows:
-        print()
-        print_table(["BOX", "SERVICE", "STATE", "PID", "UPTIME", "HEALTH"], rows)
-
-
-def _uptime(s: int) -> str:
-    if not s:
-        return ""
-    h, rem = divmod(int(s), 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}"
+    run_status(as_json, file)
 
 
 def shell_cmd(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +91,7 @@ def test_run_imports_neither_typer_nor_pyroute2(tmp_path: Path) -> None:
         "print(sorted(m for m in ('typer', 'click', 'pyroute2') if m in sys.modules))"
     )
     r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={"DEVBOX_ROOT": str(tmp_path / "root"), "PATH": "/usr/bin:/bin"},
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "DEVBOX_ROOT": str(tmp_path / "root")}, cwd=str(Path(__file__).resolve().parents[2]),
     )  # fmt: skip
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
     assert "no-such-image-xyz" in r.stderr, r.stderr

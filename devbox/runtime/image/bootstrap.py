@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import logging
 import os
 import re
 import selectors
@@ -32,10 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from devbox.errors import ImageError
+from devbox.log import log
 from devbox.runtime.image import importer
 from devbox.runtime.image.store import GZIP_LEVEL, OCI_LAYER_GZIP, Image, ImageStore
-
-log = logging.getLogger(__name__)
 
 ENV_CACHE = "DEVBOX_BOOTSTRAP_CACHE"
 ENV_MIRROR = "DEVBOX_DEBIAN_MIRROR"

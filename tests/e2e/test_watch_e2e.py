@@ -120,7 +120,8 @@ def test_edit_restarts_the_right_service_only(watched: Watched) -> None:
     )
     assert watched.pid("other") == other
     assert "web: restart app (main.py changed)" in watched.output()
-    assert "web: restart app: ok" in watched.output()
+    # supervisor reports the new pid RUNNING a moment before the watcher's restart call returns
+    wait_for(lambda: "web: restart app: ok" in watched.output(), 10, "the watcher to report the restart")
 
 
 def test_a_failed_action_is_shown_and_watching_goes_on(watched: Watched) -> None:

@@ -2,8 +2,8 @@
 
 Modules keep heavy imports (pyroute2, supervisor, yaml, httpx) inside their command functions so that
 every devbox command starts fast. The typer app lives in devbox/cli/_typer_app.py and is imported only
-when devbox/cli/up.py does not take argv (`up` and `status` with simple options run without typer,
-which alone costs ~100 ms).
+when neither cli/runner.py (`run`) nor cli/up.py (`up`, `status`) takes argv: those verbs with simple
+options run without typer, which alone costs ~100 ms.
 """
 
 from __future__ import annotations
@@ -31,6 +31,29 @@ def fail(err: DevboxError) -> int:
         msg += f" ({err.hint})"
     print(msg, file=sys.stderr)
     return err.exit_code
+
+
+def run_fast(debug: bool, fn: Any, **kw: Any) -> int:
+    """Run a verb that bypasses typer (cli/runner.py, cli/up.py) with the same error handling as main():
+    DevboxError -> its one line, ^C -> 130, anything else -> one `internal error` line (traceback with
+    DEVBOX_DEBUG=1). Returns the exit code."""
+    from devbox import log
+
+    log.setup(debug)
+    try:
+        rv = fn(**kw)
+    except DevboxError as e:
+        return fail(e)
+    except KeyboardInterrupt:
+        print("devbox: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("DEVBOX_DEBUG"):
+            raise
+        print(f"devbox: internal error: {type(e).__name__}: {e} (run with DEVBOX_DEBUG=1 for a traceback)",
+              file=sys.stderr)  # fmt: skip
+        return 125
+    return rv if isinstance(rv, int) else 0
 
 
 def main() -> None:

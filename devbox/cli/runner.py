@@ -119,20 +119,9 @@ def main(argv: list[str]) -> int | None:
     params = parse_run(argv[1:])
     if params is None:
         return None
-    from devbox import log
+    from devbox.cli import run_fast
 
-    log.setup(debug)
-    try:
-        return run(**params)
-    except errors.DevboxError as e:
-        from devbox.cli import fail
-
-        return fail(e)
-    except KeyboardInterrupt:
-        import sys
-
-        print("devbox: interrupted", file=sys.stderr)
-        return 130
+    return run_fast(debug, run, **params)
 
 
 def run(image: str, command: list[str] | None, *, name: str | None, detach: bool, rm: bool, interactive: bool,

@@ -83,27 +83,9 @@ def main(argv: list[str]) -> int | None:
     if p is None:
         return None
     verb, debug, kw = p
-    from devbox.errors import DevboxError
+    from devbox.cli import run_fast
 
-    try:
-        from devbox import log
-
-        log.setup(debug)
-        (run_up if verb == "up" else run_status)(**kw)
-    except DevboxError as e:
-        from devbox.cli import fail
-
-        return fail(e)
-    except KeyboardInterrupt:
-        print("devbox: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        if os.environ.get("DEVBOX_DEBUG"):
-            raise
-        print(f"devbox: internal error: {type(e).__name__}: {e} (run with DEVBOX_DEBUG=1 for a traceback)",
-              file=sys.stderr)  # fmt: skip
-        return 125
-    return 0
+    return run_fast(debug, run_up if verb == "up" else run_status, **kw)
 
 
 # ------------------------------------------------------------------------------------------ bodies

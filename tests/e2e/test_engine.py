@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pty
+import re
 import select
 import signal
 import struct
 import subprocess
 import termios
-import fcntl
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from helpers import DEVBOX, cgroup_dirs_for, devbox, ok, pid_alive, wait_for
 
 pytestmark = pytest.mark.root
@@ -246,10 +247,15 @@ def test_foreground_signal_reaches_container(busybox_image: str) -> None:
     assert p.wait(10) == 42
 
 
-def _read_until(fd: int, needle: bytes, timeout: float = 10) -> bytes:
+def _read_until(fd: int, needle: bytes | re.Pattern[bytes], timeout: float = 10) -> bytes:
+    """Read the pty until `needle` (bytes, or a regex searched in all read so far) shows up."""
     buf = b""
     deadline = time.monotonic() + timeout
-    while needle not in buf:
+
+    def found() -> bool:
+        return needle in buf if isinstance(needle, bytes) else needle.search(buf) is not None
+
+    while not found():
         left = deadline - time.monotonic()
         if left <= 0:
             raise AssertionError(f"no {needle!r} in {buf!r}")
@@ -265,18 +271,57 @@ def _read_until(fd: int, needle: bytes, timeout: float = 10) -> bytes:
     return buf
 
 
+def _children(ppid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == ppid:
+                        out.append(int(d))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return out
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def _reap(pid: int, ok: bool) -> int:
+    """Wait for the pty child; when the test already failed, kill it first (it may wait for input)."""
+    if not ok:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]
+
+
+# After a command, busybox sh reads the next line in raw mode only once its prompt is out: a ^C or ^D
+# sent before that lands in the cooked-mode line discipline and is lost. Wait for the prompt first.
+PROMPT = rb"[#$] (\x1b\[6n)?$"  # busybox asks the terminal for the cursor position after it
+
+
 def test_interactive_tty(busybox_image: str) -> None:
     pid, fd = pty.fork()
     if pid == 0:
         os.execv(DEVBOX, [DEVBOX, "run", "--rm", "-it", "--network", "none", busybox_image, "sh"])
+    done = False
     try:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
         os.write(fd, b"echo $((6*7)); tty; stty size\n")
         out = _read_until(fd, b"33 101")
         assert b"42" in out and b"/dev/pts/0" in out
         os.write(fd, b"sleep 100\n")
-        time.sleep(0.3)
+        # ^C must reach `sleep` (foreground process group, terminal back in cooked mode): wait until
+        # it runs as a grandchild of devbox (devbox -> the container's sh -> sleep)
+        wait_for(lambda: any(_cmdline(g) == b"sleep\x00100\x00" for c in _children(pid) for g in _children(c)),
+                 what="sleep 100 to run in the container")  # fmt: skip
         os.write(fd, b"\x03")  # Ctrl-C interrupts the sleep, not devbox
+        _read_until(fd, re.compile(PROMPT))
         os.write(fd, b"echo alive\n")
         _read_until(fd, b"alive\r\n")
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
@@ -284,8 +329,9 @@ def test_interactive_tty(busybox_image: str) -> None:
         os.write(fd, b"stty size\n")
         _read_until(fd, b"40 120")
         os.write(fd, b"exit 3\n")
+        done = True
     finally:
-        _, status = os.waitpid(pid, 0)
+        status = _reap(pid, done)
         os.close(fd)
     assert os.WEXITSTATUS(status) == 3
 
@@ -296,13 +342,15 @@ def test_exec_tty(busybox_image: str, names: list[str]) -> None:
     pid, fd = pty.fork()
     if pid == 0:
         os.execv(DEVBOX, [DEVBOX, "exec", "-it", "ttyx", "sh"])
+    done = False
     try:
         os.write(fd, b"tty; echo $$\n")
-        out = _read_until(fd, b"/dev/pts/")
+        out = _read_until(fd, re.compile(rb"/dev/pts/\d+\r\n\d+\r\n.*" + PROMPT, re.DOTALL))
         assert b"/dev/pts/" in out
         os.write(fd, b"\x04")  # Ctrl-D ends the shell
+        done = True
     finally:
-        _, status = os.waitpid(pid, 0)
+        status = _reap(pid, done)
         os.close(fd)
     assert os.WEXITSTATUS(status) == 0
 

@@ -18,7 +18,7 @@ def _typer_run_command() -> Any:
 
     import devbox.cli as cli
 
-    cli._register(["run"])
+    cli._register()  # every verb: the app is shared with other tests
     group = typer.main.get_command(cli.app)
     return group.commands["run"]  # type: ignore[attr-defined]
 

@@ -395,9 +395,8 @@ def _write_conf(c: ct.Container, box: model.Box) -> bool:
 
 
 def _set_label(c: ct.Container, key: str, value: str) -> None:
-    from dataclasses import replace
-
     from devbox import fsutil
+    from devbox.record import replace
 
     labels = dict(c.spec.labels)
     labels[key] = value

@@ -21,11 +21,12 @@ import contextlib
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from devbox import errors, fsutil, model
+from devbox.record import replace
 from devbox.runtime.image import reference
 
 ANN_PROJECT = "dev.devbox.snapshot.project"

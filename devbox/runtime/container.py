@@ -17,11 +17,11 @@ import shutil
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devbox import errors, fsutil, paths
+from devbox.record import field, record
 from devbox.runtime import linux as L
 from devbox.runtime import nsinit
 from devbox.runtime.spec import ContainerSpec
@@ -34,7 +34,7 @@ _NOUN = ["otter", "heron", "lynx", "finch", "panda", "koala", "bison", "gecko", 
          "newt", "orca", "puffin", "quail", "raven", "seal", "tapir", "wombat", "yak"]  # fmt: skip
 
 
-@dataclass
+@record
 class Container:
     id: str
     dir: Path
@@ -168,7 +168,7 @@ def create(spec_fields: dict[str, Any]) -> Container:
 # --------------------------------------------------------------------------------------------- start
 
 
-@dataclass
+@record
 class Started:
     """A started payload in the foreground: wait on `wait_pid`, signal `signal_pid`."""
 

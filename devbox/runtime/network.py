@@ -33,7 +33,6 @@ import sys
 import threading
 import time
 import types
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from devbox import paths
 from devbox.errors import AlreadyExists, ConfigError, NetworkError, NetworkNotFound
 from devbox.fsutil import locked, read_json, write_json
 from devbox.log import log
+from devbox.record import field, record
 from devbox.runtime import ipam, nft, rtnl
 from devbox.runtime.ports import PortSpec, check_port_free, conflicts
 
@@ -54,7 +54,7 @@ IFNAMSIZ = 15
 FALLBACK_NAMESERVERS = ("1.1.1.1", "8.8.8.8")
 
 
-@dataclass
+@record
 class Attachment:
     network: str
     ip: str

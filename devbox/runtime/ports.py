@@ -15,9 +15,9 @@ import ipaddress
 import os
 import re
 import socket
-from dataclasses import dataclass
 
 from devbox.errors import ConfigError, NetworkError
+from devbox.record import record
 
 DEFAULT_HOST_IP = "127.0.0.1"
 PROTOS = ("tcp", "udp")
@@ -31,7 +31,7 @@ _SPEC_RE = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PortSpec:
     host_ip: str
     host_port: int

@@ -18,10 +18,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from devbox.errors import ConfigError
+from devbox.record import record
 
 MIN_MEMORY = 6 * 1024 * 1024
 MIN_CPUS = 0.01
@@ -102,7 +102,7 @@ def parse_cpu_shares(value: str | int, name: str = "--cpu-shares") -> int:
     return n
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Resources:
     memory: int | None = None  # bytes
     cpus: float | None = None

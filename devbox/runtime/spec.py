@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from devbox.record import asdict, field, record
 
-@dataclass(frozen=True)
+
+@record(frozen=True)
 class MountSpec:
     source: str  # absolute host path (bind) or "" for tmpfs
     target: str  # absolute path inside the container
@@ -18,7 +19,7 @@ class MountSpec:
         return cls(**d)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ContainerSpec:
     id: str
     name: str
@@ -51,5 +52,5 @@ class ContainerSpec:
     def from_dict(cls, d: dict[str, Any]) -> ContainerSpec:
         d = dict(d)
         d["mounts"] = [MountSpec.from_dict(m) for m in d.get("mounts", [])]
-        known = set(cls.__dataclass_fields__)
+        known = set(cls.__record_fields__)  # type: ignore[attr-defined]
         return cls(**{k: v for k, v in d.items() if k in known})

@@ -22,10 +22,10 @@ import errno
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from devbox.errors import ConfigError
+from devbox.record import field, record
 from devbox.runtime import linux
 
 MAX_FILE = 4 * 1024 * 1024
@@ -34,7 +34,7 @@ _RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 _HINT_SPEC = "use name, uid, name:group, uid:gid or uid:group"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ResolvedUser:
     uid: int
     gid: int
@@ -62,7 +62,7 @@ class ResolvedUser:
         )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PasswdEntry:
     name: str
     uid: int
@@ -70,7 +70,7 @@ class PasswdEntry:
     home: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GroupEntry:
     name: str
     gid: int

@@ -26,13 +26,13 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devbox import fsutil, paths
 from devbox.errors import ConfigError, ImageError, ImageNotFound
 from devbox.log import log
+from devbox.record import field, record
 from devbox.runtime import linux
 from devbox.runtime.image import reference
 
@@ -92,7 +92,7 @@ def layer_compression(media_type: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Image:
     ref: str | None  # normalized reference it was resolved by (None when resolved by digest)
     digest: str  # manifest digest: the image's identity

@@ -3,8 +3,8 @@
 `from dataclasses import dataclass` imports inspect (with ast, dis, tokenize: ~8 ms) and then exec()s
 several generated functions per class (~1 ms each). A container start defines a dozen such classes,
 so dataclasses alone cost ~20 ms of a ~100 ms `devbox run`. `@record` generates the same __init__,
-__repr__ and __eq__ (and __hash__ plus the read-only guard with frozen=True) from one exec per class,
-and imports nothing.
+__repr__ and __eq__ (and __hash__ plus the read-only guard with frozen=True) as plain closures over
+the class's field table: nothing is compiled or imported.
 
 Supported: annotated fields in order, defaults, `field(default_factory=..., repr=False)`, inheritance
 from another record, frozen=True, `asdict`. Not supported (use dataclasses where they are needed):
@@ -64,61 +64,67 @@ def _fields_of(cls: type) -> dict[str, Field]:
 
 def _build(cls: type, frozen: bool) -> type:
     fields = _fields_of(cls)
-    env: dict[str, Any] = {"_MISSING": _MISSING, "_FrozenInstanceError": FrozenInstanceError, "_cls": cls}
-    params, body = [], []
+    names = tuple(fields)
     seen_default = False
     for name, f in fields.items():
-        if f.default is not _MISSING:
-            env[f"_d_{name}"] = f.default
-            params.append(f"{name}=_d_{name}")
-            seen_default = True
-        elif f.default_factory is not _MISSING:
-            env[f"_f_{name}"] = f.default_factory
-            params.append(f"{name}=_MISSING")
+        if f.default is not _MISSING or f.default_factory is not _MISSING:
             seen_default = True
         elif seen_default:
             raise TypeError(f"non-default field {name!r} follows a default field in {cls.__name__}")
-        else:
-            params.append(name)
-        value = f"_f_{name}() if {name} is _MISSING else {name}" if f.default_factory is not _MISSING else name
-        body.append(f"  _set(self, {name!r}, {value})" if frozen else f"  self.{name} = {value}")
-    names = list(fields)
-    shown = [n for n, f in fields.items() if f.repr]
-    tup = "(" + "".join(f"self.{n}, " for n in names) + ")"
-    otup = "(" + "".join(f"other.{n}, " for n in names) + ")"
-    src = [
-        f"def __init__(self, {', '.join(params)}):" if params else "def __init__(self):",
-        *(["  _set = object.__setattr__"] if frozen else []),
-        *(body or ["  pass"]),
-        "def __repr__(self):",
-        "  return self.__class__.__qualname__ + '(' + "
-        + (" + ', ' + ".join(f"'{n}=' + repr(self.{n})" for n in shown) or "''")
-        + " + ')'",
-        "def __eq__(self, other):",
-        "  if other.__class__ is not self.__class__:",
-        "    return NotImplemented",
-        f"  return {tup} == {otup}",
-    ]
+    shown = tuple(n for n, f in fields.items() if f.repr)
+    qual = cls.__qualname__
+    setter = object.__setattr__
+
+    # Generic methods, closed over the field table: no exec, no compile. A record is built a few
+    # times per command, so the few microseconds these add per instance do not matter.
+    def __init__(self: Any, *args: Any, **kw: Any) -> None:
+        if len(args) > len(names):
+            raise TypeError(f"{qual}() takes {len(names)} positional arguments but {len(args)} were given")
+        for name, value in zip(names, args, strict=False):
+            if name in kw:
+                raise TypeError(f"{qual}() got multiple values for argument {name!r}")
+            kw[name] = value
+        for name, f in fields.items():
+            if name in kw:
+                setter(self, name, kw.pop(name))
+            elif f.default is not _MISSING:
+                setter(self, name, f.default)
+            elif f.default_factory is not _MISSING:
+                setter(self, name, f.default_factory())
+            else:
+                raise TypeError(f"{qual}() missing required argument {name!r}")
+        if kw:
+            raise TypeError(f"{qual}() got an unexpected keyword argument {next(iter(kw))!r}")
+
+    def __repr__(self: Any) -> str:
+        return f"{type(self).__qualname__}({', '.join(f'{n}={getattr(self, n)!r}' for n in shown)})"
+
+    def __eq__(self: Any, other: Any) -> Any:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in names)
+
+    def __hash__(self: Any) -> int:
+        return hash(tuple(getattr(self, n) for n in names))
+
+    def __setattr__(self: Any, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self: Any, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    methods: dict[str, Any] = {"__init__": __init__, "__repr__": __repr__, "__eq__": __eq__}
     if frozen:
-        src += [
-            "def __hash__(self):",
-            f"  return hash({tup})",
-            "def __setattr__(self, name, value):",
-            "  raise _FrozenInstanceError(f'cannot assign to field {name!r}')",
-            "def __delattr__(self, name):",
-            "  raise _FrozenInstanceError(f'cannot delete field {name!r}')",
-        ]
-    ns: dict[str, Any] = {}
-    exec("\n".join(src), env, ns)  # noqa: S102 - source built above from the class's own field names
-    for k, fn in ns.items():
+        methods.update(__hash__=__hash__, __setattr__=__setattr__, __delattr__=__delattr__)
+    for k, fn in methods.items():
         if k in cls.__dict__ and k != "__init__":  # the class's own method wins, as with dataclasses
             continue
-        fn.__qualname__ = f"{cls.__qualname__}.{k}"
+        fn.__qualname__ = f"{qual}.{k}"
         setattr(cls, k, fn)
     if not frozen and "__hash__" not in cls.__dict__:
         cls.__hash__ = None  # type: ignore[assignment]  # mutable and compared by value, as dataclasses
     cls.__record_fields__ = fields  # type: ignore[attr-defined]
-    cls.__match_args__ = tuple(names)  # type: ignore[attr-defined]
+    cls.__match_args__ = names  # type: ignore[attr-defined]
     return cls
 
 

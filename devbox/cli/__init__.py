@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 from devbox.errors import DevboxError
+
+TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
+if TYPE_CHECKING:
+    from typing import Any
 
 _FROM_APP = ("app", "VERB_MODULES", "VERB_OF", "_verb", "_register", "_root", "_version")
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from devbox import errors
+
+TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
+if TYPE_CHECKING:
+    from typing import Any
 
 # option -> (parameter name, kind): "flag" takes no value, "str" one value, "list" a repeatable value
 RUN_OPTIONS: dict[str, tuple[str, str]] = {

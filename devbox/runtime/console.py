@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import selectors
 import signal
 import struct
 import termios
 import tty
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from devbox.runtime import linux as L
+
+TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
+if TYPE_CHECKING:
+    from typing import Any
 
 FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2]
 
@@ -123,6 +125,8 @@ def forward_signals(pid_getter: Callable[[], int | None]) -> Iterator[None]:
 
 def relay(pid: int, relays: list[tuple[int, int]], master: int | None, wait: Callable[[], int]) -> int:
     """Copy bytes until the payload exits and its output is drained; return its exit code."""
+    import selectors  # only for relays and terminals: a plain `run` waits without it
+
     sel = selectors.DefaultSelector()
     pairs: dict[int, int] = {}
     for r, w in relays:

@@ -23,26 +23,28 @@ files into the container, so they are always rewritten in place (O_WRONLY|O_TRUN
 
 from __future__ import annotations
 
+import _thread
 import errno
-import hashlib
 import importlib.util
 import ipaddress
 import os
 import re
 import sys
-import threading
 import time
 import types
 from pathlib import Path
-from typing import Any
 
-from devbox import paths
+from devbox import fsutil, paths
 from devbox.errors import AlreadyExists, ConfigError, NetworkError, NetworkNotFound
 from devbox.fsutil import locked, read_json, write_json
 from devbox.log import log
 from devbox.record import field, record
 from devbox.runtime import ipam, nft, rtnl
 from devbox.runtime.ports import PortSpec, check_port_free, conflicts
+
+TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_NETWORK = "default"
 RESERVED_NAMES = ("none", "host", "bridge")
@@ -68,7 +70,7 @@ class Attachment:
 # -- pyroute2, loaded lazily ----------------------------------------------------------------------
 
 _NL: tuple[Any, Any] | None = None
-_NL_LOCK = threading.Lock()
+_NL_LOCK = _thread.allocate_lock()  # threading's import costs more than this needs
 
 
 def _netlink() -> tuple[Any, Any]:
@@ -254,7 +256,7 @@ def _bridge_name(name: str, taken: set[str]) -> str:
     if len(slug) <= room:
         cands.append(BRIDGE_PREFIX + slug)
     for i in range(100):
-        h = hashlib.sha256(f"{name}:{i}".encode()).hexdigest()[:4]
+        h = fsutil.sha256_hex(f"{name}:{i}".encode())[:4]
         cands.append(f"{BRIDGE_PREFIX}{slug[: room - 5]}-{h}")
     for c in cands:
         if c not in taken and not _link_exists(c):
@@ -483,7 +485,7 @@ def _veth_name(cid: str, nets: list[dict[str, Any]]) -> str:
     cand = VETH_PREFIX + clean[:room]
     if len(clean) >= 4 and taken.get(cand, cid) == cid:
         return cand
-    return VETH_PREFIX + hashlib.sha256(cid.encode()).hexdigest()[:room]
+    return VETH_PREFIX + fsutil.sha256_hex(cid.encode())[:room]
 
 
 def _find_lease(nets: list[dict[str, Any]], cid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:

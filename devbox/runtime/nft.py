@@ -40,15 +40,17 @@ Rules (B = a network's bridge, S = its subnet, G = its gateway, C:P = a box's ad
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable
-from typing import Any
 
-from devbox import paths
+from devbox import fsutil, paths
 from devbox.errors import NetworkError
 from devbox.log import log
+
+TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
+if TYPE_CHECKING:
+    from typing import Any
 
 FAMILY = "ip"
 BRIDGE_GLOB = "dbx-*"
@@ -58,7 +60,7 @@ def table_name() -> str:
     root = os.path.realpath(paths.state_root())
     if root == os.fspath(paths.DEFAULT_ROOT):
         return "devbox"
-    return "devbox_" + hashlib.sha256(root.encode()).hexdigest()[:8]
+    return "devbox_" + fsutil.sha256_hex(root.encode())[:8]
 
 
 def _q(s: str) -> str:

@@ -23,13 +23,19 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Literal, Protocol
 
 from devbox.errors import CgroupError
 from devbox.runtime import linux
 from devbox.runtime.resources import Resources
 
-Mode = Literal["unified", "hybrid", "legacy"]
+TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
+if TYPE_CHECKING:
+    from typing import Literal, Protocol
+
+    Mode = Literal["unified", "hybrid", "legacy"]
+else:  # at run time Manager is a plain documented interface
+    Protocol = object
+    Mode = str
 ROOT = "/sys/fs/cgroup"
 GROUP = "devbox"  # every container's cgroup is GROUP/<id> under each hierarchy
 

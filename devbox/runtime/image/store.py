@@ -18,16 +18,12 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
-import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from devbox import fsutil, paths
 from devbox.errors import ConfigError, ImageError, ImageNotFound
@@ -35,6 +31,10 @@ from devbox.log import log
 from devbox.record import field, record
 from devbox.runtime import linux
 from devbox.runtime.image import reference
+
+TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
+if TYPE_CHECKING:
+    from typing import Any
 
 OCI_LAYOUT_VERSION = "1.0.0"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -68,6 +68,8 @@ def digest_hex(digest: str) -> str:
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
+    import hashlib  # OpenSSL's sha256 for large files; loaded only when hashing them
+
     h = hashlib.sha256()
     n = 0
     with open(path, "rb", buffering=0) as f:
@@ -156,7 +158,7 @@ class ImageStore:
             raise ValueError(f"unknown temp kind {kind!r}")
         self.tmp.mkdir(parents=True, exist_ok=True)
         pid = os.getpid()
-        return self.tmp / f"{kind}-{pid}-{linux.proc_start_time(pid) or 0}-{secrets.token_hex(6)}"
+        return self.tmp / f"{kind}-{pid}-{linux.proc_start_time(pid) or 0}-{os.urandom(6).hex()}"
 
     def temp_dir(self, kind: str) -> Path:
         p = self.temp_path(kind)
@@ -212,7 +214,7 @@ class ImageStore:
                              hint="pull or import the image again") from None  # fmt: skip
 
     def put_blob_bytes(self, data: bytes, expected: str | None = None) -> str:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = "sha256:" + fsutil.sha256_hex(data)
         if expected is not None and expected != digest:
             raise ImageError(f"digest mismatch: expected {expected}, got {digest}",
                              hint="the content is corrupt or was tampered with; nothing was stored")  # fmt: skip
@@ -238,6 +240,8 @@ class ImageStore:
             src = path
             if not own:
                 src = self.temp_path("blob")
+                import shutil
+
                 shutil.copyfile(path, src)
             try:
                 digest, _ = sha256_file(src)
@@ -596,7 +600,7 @@ def _remove_path(p: Path) -> None:
     except FileNotFoundError:
         return
     if os.path.isdir(p) and not os.path.islink(p):
-        shutil.rmtree(p, ignore_errors=True)
+        fsutil.rmtree(p)
         if os.path.lexists(p):  # e.g. an immutable file; try harder once
             import subprocess
 

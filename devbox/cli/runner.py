@@ -168,7 +168,7 @@ def run(image: str, command: list[str] | None, *, name: str | None, detach: bool
                     if fd > 2:
                         os.close(fd)
             assert st is not None
-            code = ct.wait_foreground(st, fwd)
+            code = ct.wait_foreground(st, fwd, release=rm)
     except BaseException:
         ct.remove(c, force=True)
         raise

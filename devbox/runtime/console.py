@@ -125,6 +125,8 @@ def forward_signals(pid_getter: Callable[[], int | None]) -> Iterator[None]:
 
 def relay(pid: int, relays: list[tuple[int, int]], master: int | None, wait: Callable[[], int]) -> int:
     """Copy bytes until the payload exits and its output is drained; return its exit code."""
+    if not relays and master is None:  # the payload has our stdio itself: nothing to copy, just wait
+        return wait()
     import selectors  # only for relays and terminals: a plain `run` waits without it
 
     sel = selectors.DefaultSelector()

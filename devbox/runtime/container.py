@@ -288,7 +288,10 @@ def start(c: Container, *, foreground: bool = False, stdio: tuple[int, int, int]
             child_sock.close()
             child_sock = None
             os.waitpid(a, 0)  # A exits as soon as it has forked PID 1
-            pid, master = _await_ready(parent_sock)
+            # PID 1 now joins its cgroups, which waits out an RCU grace period in the kernel (~15 ms
+            # here), then builds its root. Its netns exists already: the network is plumbed meanwhile.
+            chan = _StartChannel(parent_sock)
+            pid = chan.pid()
             if pid is None:
                 raise errors.KernelError("the container's init exited before it was ready",
                                          hint="run with --debug and check `dmesg`")  # fmt: skip
@@ -302,6 +305,10 @@ def start(c: Container, *, foreground: bool = False, stdio: tuple[int, int, int]
                 att = network.attach(c.id, pid, c.spec.network, c.name, [c.spec.hostname, *c.spec.aliases],
                                      [parse_port(p) for p in c.spec.ports])  # fmt: skip
                 c.state["ip"] = att.ip
+            if not chan.ready():
+                raise errors.KernelError("the container's init exited before it was ready",
+                                         hint="run with --debug and check `dmesg`")  # fmt: skip
+            master = chan.master
             parent_sock.send(b"G")
             msg = parent_sock.recv(65536)
             if msg:
@@ -334,26 +341,45 @@ def start(c: Container, *, foreground: bool = False, stdio: tuple[int, int, int]
     return None
 
 
-def _await_ready(sock: socket.socket) -> tuple[int | None, int | None]:
-    """Read the child's "P<pid>" and "R" (+ pty master) messages, in either order.
+class _StartChannel:
+    """The parent's end of the start protocol: "P<pid>" (from A) and "R" (+ pty master, from PID 1)
+    arrive in either order; "E" is raised as the matching DevboxError; EOF means the child is gone."""
 
-    Returns (pid, master); pid is None when the channel closed first. An "E" message is raised as the
-    matching DevboxError."""
-    pid: int | None = None
-    master: int | None = None
-    ready = False
-    while pid is None or not ready:
-        msg, fds, _flags, _addr = socket.recv_fds(sock, 65536, 1)
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._pid: int | None = None
+        self._ready = False
+        self._eof = False
+        self.master: int | None = None
+
+    def _next(self) -> None:
+        msg, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 1)
         if not msg:
-            return None, master
-        if msg[:1] == b"P":
-            pid = int(msg[1:])
+            self._eof = True
+        elif msg[:1] == b"P":
+            self._pid = int(msg[1:])
         elif msg[:1] == b"R":
-            ready = True
-            master = fds[0] if fds else None
+            self._ready = True
+            self.master = fds[0] if fds else None
         else:
             _raise_child_error(msg)
-    return pid, master
+
+    def pid(self) -> int | None:
+        while self._pid is None and not self._eof:
+            self._next()
+        return self._pid
+
+    def ready(self) -> bool:
+        while not self._ready and not self._eof:
+            self._next()
+        return self._ready
+
+
+def _await_ready(sock: socket.socket) -> tuple[int | None, int | None]:
+    """Both start messages: (pid, pty master); pid is None when the channel closed first."""
+    chan = _StartChannel(sock)
+    pid = chan.pid()
+    return (pid if chan.ready() else None), chan.master
 
 
 def _fault(point: str) -> None:
@@ -387,7 +413,7 @@ def _raise_child_error(msg: bytes) -> None:
     raise errors.KernelError(f"cannot start the container: {text}", hint="run with --debug for details")
 
 
-def wait_foreground(st: Started, forwarder: Any = None) -> int:
+def wait_foreground(st: Started, forwarder: Any = None, *, release: bool = False) -> int:
     """Relay stdio until the payload exits; record its exit code; return it. Signals are forwarded by
     `forwarder` (a console.SignalForwarder the caller installed before starting) or a new one."""
     from devbox.runtime import console
@@ -406,7 +432,8 @@ def wait_foreground(st: Started, forwarder: Any = None) -> int:
     with c.lock():
         c.state.update({"status": STOPPED, "exit_code": code, "finished_at": time.time(), "pid": None})
         c.save_state()
-        _teardown(c, keep_lease=True)  # stray children, the cgroup, the veth; the IP stays reserved
+        # stray children, the cgroup, the veth; the IP stays reserved unless the container goes next (--rm)
+        _teardown(c, keep_lease=not release)
     return code
 
 

@@ -3,10 +3,10 @@
 It imports only the stdlib and devbox.runtime.linux/caps/users, starts no threads, and ends in exec.
 The parent (container.py) forks twice:
 
-    devbox ──fork──► A: join cgroup, unshare(mnt uts ipc net cgroup pid) ──fork──► B (PID 1)
+    devbox ──fork──► A: unshare(mnt uts ipc net pid) ──fork──► B (PID 1)
                      A reports B's host pid and exits at once, so no host process stays per container.
 
-B then follows runc's order: make / private, mount the overlay rootfs, mount /proc, /sys, /dev, the
+B joins the container's cgroup, unshares its cgroup namespace (rooted there), and follows runc's order: make / private, mount the overlay rootfs, mount /proc, /sys, /dev, the
 devbox-provided /etc files and the user's volumes relative to the new root (targets resolved with
 openat2(RESOLVE_IN_ROOT), so a hostile symlink in the image never points a mount at the host), then
 pivot_root(".", "."), detach the old root, populate /dev, mask and read-only paths, hostname, and
@@ -258,10 +258,20 @@ def _report(chan: socket.socket, kind: str, message: str) -> None:
         pass
 
 
+def join_cgroup(cfg: dict[str, Any]) -> None:
+    """Move this process (PID 1, still in the host's mounts) into the container's cgroup, then give it
+    its own cgroup namespace rooted there, so /proc/self/cgroup reads "/" inside the container."""
+    for procs in cfg["cgroup_procs"]:
+        with open(procs, "w") as f:
+            f.write("0")  # 0: the writing process, whatever pid namespace it is in
+    L.unshare(L.CLONE_NEWCGROUP)
+
+
 def child_b(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int]) -> None:
     """PID 1 of the container. Never returns."""
     code = 125
     try:
+        join_cgroup(cfg)
         os.setsid()
         setup_rootfs(cfg)
         pivot(cfg["rootfs"])
@@ -335,12 +345,12 @@ def _environment(env_list: list[str], user: Any, cfg: dict[str, Any]) -> dict[st
 
 
 def child_a(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int]) -> None:
-    """Intermediate child: join the cgroup, unshare, fork PID 1, report its pid, exit. Never returns."""
+    """Intermediate child: unshare, fork PID 1, report its pid, exit. Never returns.
+
+    The cgroup is joined by PID 1 itself (join_cgroup), not here: a cgroup migration waits for an RCU
+    grace period (~15 ms on these machines), and the parent plumbs the network while PID 1 waits."""
     try:
-        for procs in cfg["cgroup_procs"]:
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
-        flags = NS_FLAGS | (0 if cfg["network"] == "host" else L.CLONE_NEWNET)
+        flags = (NS_FLAGS & ~L.CLONE_NEWCGROUP) | (0 if cfg["network"] == "host" else L.CLONE_NEWNET)
         L.unshare(flags)
         pid = os.fork()
         if pid == 0:

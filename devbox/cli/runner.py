@@ -141,12 +141,28 @@ def run(image: str, command: list[str] | None, *, name: str | None, detach: bool
         raise errors.ConfigError("-d cannot be combined with -i/-t", hint="start detached, then `devbox exec -it NAME sh`")
     if detach and rm:
         raise errors.ConfigError("--rm cannot be combined with -d", hint="remove it later with `devbox rm -f NAME`")
-    ct.reconcile()
-    fields = build_spec(image, command or [], name=name, env=env, volumes=volume, tmpfs=tmpfs, workdir=workdir,
-                        user=user, hostname=hostname, network=network, ports=publish, memory=memory, cpus=cpus,
-                        pids=pids, entrypoint=entrypoint, tty=tty, interactive=interactive, cap_add=cap_add,
-                        cap_drop=cap_drop, auto_remove=rm)  # fmt: skip
-    c = ct.create(fields)
+    stdio: tuple[int, int, int] = (0, 1, 2)
+    relays: list[tuple[int, int]] = []
+    pre = None
+    if not detach:
+        if not tty:
+            stdio, relays = console.plan_stdio(interactive, tty)
+        # A foreground run forks its PID 1 first: joining the cgroup (10-30 ms in the kernel) then
+        # overlaps the image lookup and the state files (container.prestart).
+        pre = ct.prestart(ct.new_id(), network, stdio)
+    try:
+        ct.reconcile()
+        fields = build_spec(image, command or [], name=name, env=env, volumes=volume, tmpfs=tmpfs, workdir=workdir,
+                            user=user, hostname=hostname, network=network, ports=publish, memory=memory, cpus=cpus,
+                            pids=pids, entrypoint=entrypoint, tty=tty, interactive=interactive, cap_add=cap_add,
+                            cap_drop=cap_drop, auto_remove=rm)  # fmt: skip
+        if pre is not None:
+            fields["id"] = pre.id
+        c = ct.create(fields)
+    except BaseException:
+        if pre is not None:
+            pre.abort()
+        raise
     if detach:
         try:
             ct.start(c)
@@ -155,14 +171,10 @@ def run(image: str, command: list[str] | None, *, name: str | None, detach: bool
             raise
         print(c.id)
         return 0
-    if tty:
-        stdio, relays = (0, 1, 2), []
-    else:
-        stdio, relays = console.plan_stdio(interactive, tty)
     try:
         with console.SignalForwarder() as fwd:  # before start: no signal is lost while it starts
             try:
-                st = ct.start(c, foreground=True, stdio=stdio, relays=relays)
+                st = ct.start(c, foreground=True, stdio=stdio, relays=relays, prestarted=pre)
             finally:
                 for fd in stdio:
                     if fd > 2:

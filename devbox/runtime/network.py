@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import _thread
 import errno
-import importlib.util
 import ipaddress
 import os
 import re
 import sys
 import time
-import types
 from pathlib import Path
 
 from devbox import fsutil, paths
@@ -94,6 +92,9 @@ def _netlink_locked() -> tuple[Any, Any]:
         return _NL
     t0 = time.monotonic()
     if "pyroute2" not in sys.modules:
+        import importlib.util
+        import types
+
         spec = importlib.util.find_spec("pyroute2")
         if spec is not None and spec.submodule_search_locations and spec.loader is not None:
             pkg = types.ModuleType("pyroute2")
@@ -229,7 +230,7 @@ def _save(net: dict[str, Any]) -> None:
 
 def _public(net: dict[str, Any]) -> dict[str, Any]:
     """What list/inspect show: the network plus its containers."""
-    out = {k: v for k, v in net.items() if k != "leases"}
+    out = {k: v for k, v in net.items() if k not in ("leases", "dying")}
     out["containers"] = {
         cid: {k: lease.get(k, True if k == "active" else None)
               for k in ("name", "aliases", "ip", "mac", "host_veth", "ports", "active")}
@@ -409,7 +410,8 @@ def remove_network(name: str, force: bool = False) -> None:
                 hint="remove them first, or use --force to cut them off",
             )
         rest = [n for n in nets if n["name"] != name]
-        _delete_links([lease["host_veth"] for lease in net["leases"].values()] + [net["bridge"]])
+        dying = list(net.get("dying") or {})
+        _delete_links([lease["host_veth"] for lease in net["leases"].values()] + dying + [net["bridge"]])
         nft.apply(rest)
         _net_path(name).unlink(missing_ok=True)
         for cid, lease in net["leases"].items():
@@ -653,35 +655,27 @@ def _netns_alive(lease: dict[str, Any]) -> bool:
         return False
 
 
-def _wait_veth_gone(lease: dict[str, Any], timeout: float = 0.25) -> None:
-    """When the container's netns is already dead, the kernel removes its veth pair by itself, from a
-    work queue, a few ms later. Waiting for that is much cheaper than importing pyroute2 to delete it."""
-    veth = lease["host_veth"]
-    if not _link_exists(veth) or _netns_alive(lease):
-        return
-    deadline = time.monotonic() + timeout
-    while _link_exists(veth) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    if _link_exists(veth):
-        log.debug("‣ %s outlived its netns by %.0f ms: deleting it", veth, timeout * 1000)
+DYING_GRACE = 5.0  # seconds a veth of a dead netns is left to the kernel before reconcile deletes it
 
 
 def detach(container_id: str, release: bool = True) -> None:
     """Disconnect a container: veth (if still there), port rules, the others' hosts entries, and
     (release=True) its lease. release=False keeps the address reserved for the container's next
-    start (a stopped container). Idempotent; does not import pyroute2 when the veth is already gone
-    (it goes with the container's netns)."""
+    start (a stopped container). Idempotent."""
     with _lock():
         nets = _load_all()
         found = _find_lease(nets, container_id)
-        if found is None:
-            guess = _veth_name(container_id, nets)
-            if _link_alias(guess) == link_tag():
-                _delete_links([guess])
+        if found is None:  # never attached, or already detached: a veth left is reconcile's business
             return
         net, lease = found
-        _wait_veth_gone(lease)
-        _delete_links([lease["host_veth"]])
+        if _netns_alive(lease):
+            _delete_links([lease["host_veth"]])
+        elif _link_exists(lease["host_veth"]):
+            # The container's netns died with its last process: the kernel deletes the veth pair by
+            # itself, from a work queue, moments later. Deleting it here would wait for that (20-80
+            # ms here). Reconcile leaves it DYING_GRACE seconds before it counts as a leftover; start
+            # deletes a leftover of the same name before it plumbs.
+            net.setdefault("dying", {})[lease["host_veth"]] = time.time()
         had_rules = lease.get("active", True) and bool(lease.get("ports"))
         if release:
             del net["leases"][container_id]
@@ -704,6 +698,7 @@ def reconcile(live_container_ids: set[str]) -> None:
         nets = _load_all()
         doomed: list[str] = []
         changed: list[dict[str, Any]] = []
+        pruned: list[dict[str, Any]] = []  # only their list of dying veths changed: nothing to apply
         for n in nets:
             for cid in [c for c in n["leases"] if c not in live_container_ids]:
                 doomed.append(n["leases"].pop(cid)["host_veth"])
@@ -715,12 +710,20 @@ def reconcile(live_container_ids: set[str]) -> None:
         wanted = {n["bridge"] for n in nets} | {
             lease["host_veth"] for n in nets for lease in n["leases"].values() if lease.get("active", True)
         }
+        now = time.time()
+        for n in nets:  # veths of dead netns: the kernel deletes them; give it DYING_GRACE seconds
+            dying = n.get("dying") or {}
+            young = {v: t for v, t in dying.items() if now - t < DYING_GRACE and _link_exists(v)}
+            wanted |= set(young)
+            if young != dying:
+                n["dying"] = young
+                pruned.append(n)
         tag = link_tag()
         for ifname in _list_links():
             if ifname.startswith(VETH_PREFIX) and ifname not in wanted and _link_alias(ifname) == tag:
                 doomed.append(ifname)
         _delete_links(sorted(set(doomed)))
-        for n in {id(n): n for n in changed}.values():
+        for n in {id(n): n for n in changed + pruned}.values():
             _save(n)
         recreated = _ensure_bridges(nets)
         if doomed or recreated or changed:

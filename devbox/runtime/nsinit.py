@@ -48,6 +48,8 @@ MASKED_PATHS = [
 ]  # fmt: skip
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
+MAX_CFG = 4 << 20  # largest configuration message a prestarted PID 1 accepts (env and mounts included)
+
 DEVICES = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
            ("tty", 5, 0)]  # fmt: skip
 
@@ -272,6 +274,11 @@ def child_b(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int
     code = 125
     try:
         join_cgroup(cfg)
+        if cfg.get("prestarted"):  # forked early (container.prestart): the rest of cfg comes now
+            msg = chan.recv(MAX_CFG)
+            if msg[:1] != b"C":
+                os._exit(125)  # the start was abandoned (EOF): nothing was set up yet
+            cfg = json.loads(msg[1:])
         os.setsid()
         setup_rootfs(cfg)
         pivot(cfg["rootfs"])

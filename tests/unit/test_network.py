@@ -175,6 +175,7 @@ class Fakes:
         self.links: set[str] = set()
         self.nft: list[list[dict[str, Any]]] = []
         self.plumbed: list[tuple[str, int]] = []
+        self.alive = True
 
 
 @pytest.fixture
@@ -213,6 +214,8 @@ def fakes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Fakes:
     monkeypatch.setattr(network.ipam, "host_routes", lambda: [])
     monkeypatch.setattr(nft, "apply", lambda nets: f.nft.append([dict(n) for n in nets]))
     monkeypatch.setattr(network, "check_port_free", lambda p: None)
+    # a lease's netns is alive while its container runs (pid set); stopped, the kernel owns the veth
+    monkeypatch.setattr(network, "_netns_alive", lambda lease: f.alive)
     return f
 
 
@@ -304,3 +307,22 @@ def test_failed_restart_keeps_the_address(fakes: Fakes, monkeypatch: pytest.Monk
         network.attach("aaaa1111", 2, "shop", "a", [], [])
     c = network.get_network("shop")["containers"]["aaaa1111"]
     assert c["ip"] == "10.213.0.2" and c["active"] is False
+
+
+def test_veth_of_dead_netns_is_left_to_the_kernel_then_swept(fakes: Fakes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleting a veth whose netns is dying waits 20-80 ms for the kernel: detach leaves it, reconcile
+    leaves it for DYING_GRACE seconds (the kernel removes it in ms), then deletes it as a leftover."""
+    network.create_network("shop")
+    _mkdir("aaaa1111")
+    a = network.attach("aaaa1111", 100, "shop", "api", [], [])
+    fakes.alive = False  # the container's last process exited
+    network.detach("aaaa1111")
+    assert a.host_veth in fakes.links  # not deleted by devbox
+    assert network.get_network("shop")["containers"] == {}  # but the lease is gone
+    network.reconcile(set())
+    assert a.host_veth in fakes.links  # young: the kernel's to delete
+    clock = [network.time.time() + network.DYING_GRACE + 1]
+    monkeypatch.setattr(network.time, "time", lambda: clock[0])
+    network.reconcile(set())
+    assert a.host_veth not in fakes.links  # outlived the grace: a leftover, deleted
+    assert network._load_all()[0]["dying"] == {}

@@ -816,6 +816,8 @@ def reconcile() -> list[str]:
             with contextlib.suppress(Exception):
                 cg.remove(timeout=0.1)
                 cleaned.append(cid)
+    if cleaned:
+        _remove_empty_cgroup_parents()
     if paths.networks_dir().is_dir():
         from devbox.runtime import network
 

@@ -214,8 +214,14 @@ def test_volume_workdir_user_env(busybox_image: str, tmp_path: Path) -> None:
     assert r.returncode == 0 and (tmp_path / "new").read_text() == "made\n"
 
 
+def _devbox_cgroups() -> set[Path]:
+    return {d for base in Path("/sys/fs/cgroup").iterdir() if (base / "devbox").is_dir()
+            for d in (base / "devbox").iterdir() if d.is_dir()}  # fmt: skip
+
+
 def test_user_errors_are_one_line_and_leave_nothing(busybox_image: str) -> None:
     before = devbox("ps", "-a", "-q").stdout
+    cgroups_before = _devbox_cgroups()
     cases = [
         (["run", "--rm", "--memory", "12q", busybox_image, "true"], "12q"),
         (["run", "--rm", "no-such-image:1", "true"], "no-such-image"),
@@ -228,6 +234,11 @@ def test_user_errors_are_one_line_and_leave_nothing(busybox_image: str) -> None:
         assert r.returncode not in (0, 1), args
         assert r.stderr.startswith("devbox: error: ") and r.stderr.count("\n") == 1, r.stderr
         assert needle in r.stderr
+        # a foreground run forks its PID 1 before it resolves the image: the failing command itself
+        # takes it back, with its cgroup and its prestart lock (checked before any other devbox
+        # command, whose reconcile would hide a leftover)
+        assert _devbox_cgroups() <= cgroups_before, args
+        assert not list((Path(os.environ["DEVBOX_ROOT"]) / "locks").glob("prestart-*")), args
     assert devbox("ps", "-a", "-q").stdout == before
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-
 from helpers import devbox, ok, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -150,3 +150,18 @@ def test_default_network(busybox_image: str) -> None:
     assert "nameserver " in r.stdout and "nameserver 127." not in r.stdout
     assert info["containers"] == {}
     devbox("network", "rm", "default")  # only succeeds when no other test uses it
+
+
+def test_rm_leaves_no_veth_lease_or_rule(busybox_image: str, net: Callable[..., str]) -> None:
+    """A --rm run with a published port leaves no lease and no port rule behind, and its veth goes
+    with its netns (devbox leaves that deletion to the kernel: it is gone within moments)."""
+    n = net()
+    veths_before = {v for v in _links_with_alias() if not v.startswith("dbx-")}
+    port = _free_port()
+    r = devbox("run", "--rm", "--network", n, "-p", f"{port}:80", busybox_image, "sh", "-c", "ip -o link show eth0")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(ok("network", "inspect", n))[0]["containers"] == {}
+    table = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    assert f"dport {port} " not in table
+    wait_for(lambda: {v for v in _links_with_alias() if not v.startswith("dbx-")} <= veths_before, timeout=5,
+             what="the container's veth to go with its netns")  # fmt: skip

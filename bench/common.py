@@ -90,7 +90,7 @@ def devbox_env(root: Path, **extra) -> dict:
     # with PYTHONDONTWRITEBYTECODE set (as in some shells here), stale .pyc files are never refreshed
     # and every devbox command recompiles the modules changed since (~100 ms): measure what a user
     # gets, with bytecode up to date
-    subprocess.run([PYTHON, "-m", "compileall", "-q", str(REPO / "devbox")], capture_output=True)
+    subprocess.run([PYTHON, "-m", "compileall", "-f", "-q", str(REPO / "devbox")], capture_output=True)
     env = dict(os.environ, DEVBOX_ROOT=str(root))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update({k: str(v) for k, v in extra.items()})

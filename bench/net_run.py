@@ -103,7 +103,7 @@ def main() -> None:
 
     # Time an installed devbox, not one compiled from source on every run (PYTHONDONTWRITEBYTECODE=1 in
     # some environments keeps the import system from caching bytecode; compileall writes it anyway).
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "devbox")], check=False)
+    subprocess.run([sys.executable, "-m", "compileall", "-f", "-q", str(REPO / "devbox")], check=False)
     work = Path(tempfile.mkdtemp(prefix="dbx-netbench-", dir="/var/tmp"))
     root = work / "state"
     env = dict(os.environ, DEVBOX_ROOT=str(root))

@@ -358,7 +358,8 @@ def _start(c: Container, *, foreground: bool, stdio: tuple[int, int, int] | None
                                         hint=f"pull or import {c.spec.image} again")  # fmt: skip
         me_start = L.proc_start_time(os.getpid())
         c.state.update({"status": CREATING, "owner_pid": os.getpid(), "owner_start": me_start,
-                        "boot_id": fsutil.boot_id(), "pid": None, "exit_code": None})  # fmt: skip
+                        "boot_id": fsutil.boot_id(), "pid": None, "exit_code": None,
+                        "needs_teardown": True})  # fmt: skip
         c.save_state()
         cg = pre.cg if pre is not None else cgroups.manager_for(c.id)
         parent_sock = child_sock = None
@@ -430,18 +431,22 @@ def _start(c: Container, *, foreground: bool, stdio: tuple[int, int, int] | None
             c.state.update({"pid": pid, "pid_start": L.proc_start_time(pid)})
             c.save_state()
             _fault("start:after-init")
+            rules_pending = False
             if c.spec.network not in ("none", "host"):
                 from devbox.runtime import network
                 from devbox.runtime.ports import parse_port
 
                 att = network.attach(c.id, pid, c.spec.network, c.name, [c.spec.hostname, *c.spec.aliases],
-                                     [parse_port(p) for p in c.spec.ports])  # fmt: skip
+                                     [parse_port(p) for p in c.spec.ports], defer_rules=True)  # fmt: skip
                 c.state["ip"] = att.ip
+                rules_pending = att.rules_pending
             if not chan.ready():
                 raise errors.KernelError("the container's init exited before it was ready",
                                          hint="run with --debug and check `dmesg`")  # fmt: skip
             master = chan.master
             parent_sock.send(b"G")
+            if rules_pending:  # published ports: the table is written while the payload execs
+                network.apply_rules()
             msg = parent_sock.recv(65536)
             if msg:
                 _raise_child_error(msg)
@@ -566,6 +571,10 @@ def wait_foreground(st: Started, forwarder: Any = None, *, release: bool = False
         c.save_state()
         # stray children, the cgroup, the veth; the IP stays reserved unless the container goes next (--rm)
         _teardown(c, keep_lease=not release)
+        from devbox.runtime import cgroups
+
+        # in memory: a remove() that follows (--rm) skips a second teardown when this one was complete
+        c.state["needs_teardown"] = cgroups.manager_for(c.id).exists()
     return code
 
 
@@ -762,7 +771,8 @@ def remove(c: Container, force: bool = False) -> None:
         if status == RUNNING and not force:
             raise errors.IncorrectStatus(f"container {c.name} is running",
                                          hint=f"stop it first (`devbox stop {c.name}`) or use `devbox rm -f`")  # fmt: skip
-        _teardown(c)
+        if status != STOPPED or c.state.get("needs_teardown", True):
+            _teardown(c)
         fsutil.rmtree(c.dir)
         with contextlib.suppress(FileNotFoundError):
             (paths.locks_dir() / f"container-{c.id}.lock").unlink()

@@ -63,6 +63,7 @@ class Attachment:
     host_veth: str
     mac: str | None
     ports: list[PortSpec] = field(default_factory=list)
+    rules_pending: bool = False  # attach(defer_rules=True) left the nft table to apply_rules()
 
 
 # -- pyroute2, loaded lazily ----------------------------------------------------------------------
@@ -504,8 +505,12 @@ def attach(
     name: str,
     aliases: list[str],
     ports: list[PortSpec],
+    defer_rules: bool = False,
 ) -> Attachment:
-    """Connect the container whose init is `pid` (in its own, still empty netns) to `network`."""
+    """Connect the container whose init is `pid` (in its own, still empty netns) to `network`.
+
+    defer_rules=True leaves the nftables table (published ports) to a later apply_rules() call, which
+    container start makes while the payload execs: libnftables takes ~3 ms, off the critical path."""
     for n in [name, *aliases]:
         if not HOSTNAME_RE.match(n):
             raise ConfigError(f"invalid container name or alias {n!r} for /etc/hosts")
@@ -559,8 +564,10 @@ def attach(
             lease["mac"], recreated = _plumb(net, lease, pid)
             _save(net)
             t1 = time.monotonic()
-            if ports or (old and old.get("active", True) and old.get("ports")) or recreated:
+            pending = bool(ports or (old and old.get("active", True) and old.get("ports")) or recreated)
+            if pending and not defer_rules:
                 nft.apply(nets)  # the table only depends on leases through their ports
+                pending = False
             t2 = time.monotonic()
             _update_hosts(net)
             log.debug("‣ nft %.0f ms, hosts files %.0f ms", (t2 - t1) * 1000, (time.monotonic() - t2) * 1000)
@@ -583,7 +590,14 @@ def attach(
         host_veth=lease["host_veth"],
         mac=lease["mac"],
         ports=list(ports),
+        rules_pending=pending,
     )
+
+
+def apply_rules() -> None:
+    """Bring devbox's nftables table in line with the networks' state (after attach(defer_rules=True))."""
+    with _lock():
+        nft.apply(_load_all())
 
 
 def _plumb(net: dict[str, Any], lease: dict[str, Any], pid: int) -> tuple[str | None, bool]:

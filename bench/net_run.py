@@ -3,7 +3,7 @@
 
     sudo .venv/bin/python bench/net_run.py [--runs 20] [--warmup 3] [--json out.json]
 
-Times, with hyperfine (-N, no shell):
+Times, interleaved round by round (each command once per round, no shell; see `interleaved`):
   devbox-net-port   devbox run --rm --network NET -p P:P IMG /bin/true
   devbox-net        devbox run --rm --network NET IMG /bin/true
   devbox-none       devbox run --rm --network none IMG /bin/true          (the floor without networking)
@@ -60,31 +60,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def hyperfine(cmds: dict[str, list[str]], runs: int, warmup: int, env: dict[str, str]) -> dict[str, list[float]]:
-    import shlex
-
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        argv = ["hyperfine", "-N", "--warmup", str(warmup), "--runs", str(runs), "--export-json", out.name]
-        for name, cmd in cmds.items():
-            argv += ["-n", name, shlex.join(cmd)]
-        subprocess.run(argv, check=True, env=env, stdout=sys.stderr)
-        data = json.load(open(out.name))
-    return {r["command"]: r["times"] for r in data["results"]}
-
-
-def fallback_timer(cmds: dict[str, list[str]], runs: int, warmup: int, env: dict[str, str]) -> dict[str, list[float]]:
+def interleaved(cmds: dict[str, tuple[list[str], dict[str, str]]], runs: int, warmup: int) -> dict[str, list[float]]:
+    """Time every command once per round, in turn, for warmup + runs rounds (the first `warmup` not
+    counted). Interleaving keeps the disk's slow phases (RESULTS.md: file creation slows for minutes
+    after a large delete) and the machine's load from landing on one tool only. Each run is a
+    posix_spawn + waitpid of the command itself (no shell), like hyperfine -N; output goes to
+    /dev/null; a non-zero exit stops the benchmark."""
     import time
 
-    res: dict[str, list[float]] = {}
-    for name, cmd in cmds.items():
-        for _ in range(warmup):
-            subprocess.run(cmd, env=env, check=True, capture_output=True)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            subprocess.run(cmd, env=env, check=True, capture_output=True)
-            times.append(time.perf_counter() - t0)
-        res[name] = times
+    res: dict[str, list[float]] = {name: [] for name in cmds}
+    null = os.open(os.devnull, os.O_RDWR)
+    fa = [("dup2", null, 0), ("dup2", null, 1), ("dup2", null, 2)]
+    actions = [(os.POSIX_SPAWN_DUP2, src, dst) for _kind, src, dst in fa]
+    try:
+        for i in range(warmup + runs):
+            for name, (argv, env) in cmds.items():
+                t0 = time.perf_counter()
+                pid = os.posix_spawnp(argv[0], argv, env, file_actions=actions)
+                _, status = os.waitpid(pid, 0)
+                dt = time.perf_counter() - t0
+                if os.waitstatus_to_exitcode(status) != 0:
+                    sys.exit(f"net_run: {name} failed (exit {os.waitstatus_to_exitcode(status)}): {' '.join(argv)}")
+                if i >= warmup:
+                    res[name].append(dt)
+    finally:
+        os.close(null)
     return res
 
 
@@ -125,17 +125,14 @@ def main() -> None:
             "devbox-net": [str(DEVBOX), "run", "--rm", "--network", net, "busybox:bench", "/bin/true"],
             "devbox-none": [str(DEVBOX), "run", "--rm", "--network", "none", "busybox:bench", "/bin/true"],
         }  # fmt: skip
-        run = hyperfine if shutil.which("hyperfine") else fallback_timer
-        times = run(cmds, args.runs, args.warmup, env)
+        timed = {name: (argv, env) for name, argv in cmds.items()}
         if not args.no_podman and shutil.which("podman"):
             penv = podman_env()
             if subprocess.run(["podman", "image", "exists", PODMAN_IMAGE], env=penv).returncode != 0:
                 subprocess.run(["podman", "import", str(tar), PODMAN_IMAGE], env=penv, check=True, stdout=subprocess.DEVNULL)
-            pcmds = {
-                "podman-default": ["podman", "run", "--rm", PODMAN_IMAGE, "/bin/true"],
-                "podman-port": ["podman", "run", "--rm", "-p", f"{port}:{port}", PODMAN_IMAGE, "/bin/true"],
-            }
-            times.update(run(pcmds, args.runs, args.warmup, penv))
+            timed["podman-default"] = (["podman", "run", "--rm", PODMAN_IMAGE, "/bin/true"], penv)
+            timed["podman-port"] = (["podman", "run", "--rm", "-p", f"{port}:{port}", PODMAN_IMAGE, "/bin/true"], penv)
+        times = interleaved(timed, args.runs, args.warmup)
     finally:
         subprocess.run([str(DEVBOX), "network", "rm", "-f", net], env=env, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)

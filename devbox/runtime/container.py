@@ -222,15 +222,24 @@ def _write_etc_files(c: Container) -> dict[str, str]:
 class Prestarted:
     """PID 1 of a foreground container, forked before the container exists (see prestart)."""
 
-    def __init__(self, cid: str, cg: Any, sock: socket.socket, lock_fd: int) -> None:
+    def __init__(self, cid: str, cg: Any, sock: socket.socket, lock_fd: int, a_pid: int) -> None:
         self.id = cid
+        self.a_pid = a_pid  # the intermediate child: exits once it has sent PID 1's pid
         self.cg = cg
         self.sock: socket.socket | None = sock
         self.chan = _StartChannel(sock)
         self._lock_fd: int | None = lock_fd
 
+    def reap(self) -> None:
+        """Reap the intermediate child (it exits right after sending PID 1's pid)."""
+        if self.a_pid:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.a_pid, 0)
+            self.a_pid = 0
+
     def release(self) -> None:
         """The start is complete (or undone): the cgroup no longer needs the prestart lock."""
+        self.reap()
         if self._lock_fd is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_prestart_lock_path(self.id))
@@ -244,6 +253,7 @@ class Prestarted:
             pid = None
             with contextlib.suppress(Exception):
                 pid = self.chan.pid()
+            self.reap()
             self.sock.close()
             self.sock = None
             if pid:
@@ -291,7 +301,8 @@ def prestart(cid: str, network: str, stdio: tuple[int, int, int]) -> Prestarted:
             nsinit.child_a(cfg, child_sock, stdio)
         child_sock.close()
         child_sock = None
-        os.waitpid(a, 0)
+        # A is not waited for here: its unshare (a new netns costs ~1-2 ms) runs while devbox goes on;
+        # start() (or abort()) reaps it after reading the pid it sends.
     except BaseException:
         for s in (parent_sock, child_sock):
             if s is not None:
@@ -302,7 +313,7 @@ def prestart(cid: str, network: str, stdio: tuple[int, int, int]) -> Prestarted:
             os.unlink(lock_path)
         os.close(lock_fd)
         raise
-    return Prestarted(cid, cg, parent_sock, lock_fd)
+    return Prestarted(cid, cg, parent_sock, lock_fd, a)
 
 
 def _prestarting(cid: str) -> bool:
@@ -425,6 +436,8 @@ def _start(c: Container, *, foreground: bool, stdio: tuple[int, int, int] | None
             # PID 1 joins its cgroup, which waits out an RCU grace period in the kernel (10-30 ms
             # here), then builds its root. Its netns exists already: the network is plumbed meanwhile.
             pid = chan.pid()
+            if pre is not None:
+                pre.reap()
             if pid is None:
                 raise errors.KernelError("the container's init exited before it was ready",
                                          hint="run with --debug and check `dmesg`")  # fmt: skip

@@ -71,6 +71,36 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return log
 
 
+def _populate(monkeypatch: pytest.MonkeyPatch, procs_files: list[Path]) -> list[int]:
+    """Give a fake cgroup one process (a pid beyond pid_max: signalling it can reach nobody) that
+    goes away, as the kernel would do it, once it is signalled or cgroup.kill is written."""
+    ghost = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    for f in procs_files:
+        f.write_text(f"{ghost}\n")
+    signalled: list[int] = []
+    real_write = cgroups.write
+
+    def gone() -> None:
+        for f in procs_files:
+            f.write_text("")
+
+    def fake_signal(pids: object, sig: int) -> None:
+        signalled.extend(pids)  # type: ignore[call-overload]
+        gone()
+
+    def write(path: Path, value: str | int, hint: str | None = None) -> None:
+        real_write(path, value, hint)
+        if Path(path).name == "cgroup.kill":
+            gone()
+
+    from devbox.runtime.cgroups import v1, v2
+
+    monkeypatch.setattr(v1, "signal_pids", fake_signal)
+    monkeypatch.setattr(v2, "signal_pids", fake_signal)
+    monkeypatch.setattr(cgroups, "write", write)
+    return signalled
+
+
 # ---- v2 --------------------------------------------------------------------------------------------
 
 
@@ -210,20 +240,34 @@ def test_v2_add_pid_pids_stats(tmp_path: Path, writes: list[tuple[str, str]]) ->
     }
 
 
-def test_v2_kill_all_uses_cgroup_kill(tmp_path: Path, writes: list[tuple[str, str]]) -> None:
+def test_v2_kill_all_uses_cgroup_kill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     m = make_v2(tmp_path)
-    writes.clear()
+    writes: list[tuple[str, str]] = []
+    _populate(monkeypatch, [m.dir / "cgroup.procs"])
+    inner = cgroups.write
+    monkeypatch.setattr(cgroups, "write", lambda p, v, h=None: (writes.append((os.fspath(p), str(v))), inner(p, v, h)))
     assert m.kill_all() is True
     assert writes == [(os.fspath(m.dir / "cgroup.kill"), "1")]
 
 
-def test_v2_kill_all_without_cgroup_kill_freezes(tmp_path: Path, writes: list[tuple[str, str]]) -> None:
+def test_kill_all_of_an_empty_cgroup_writes_nothing(tmp_path: Path, writes: list[tuple[str, str]]) -> None:
+    """The usual case after a run: nothing left to freeze or kill, so no freezer round trip."""
+    m2, m1 = make_v2(tmp_path / "v2"), make_v1(tmp_path / "v1")
+    writes.clear()
+    assert m2.kill_all() is True and m1.kill_all() is True
+    assert writes == []
+
+
+def test_v2_kill_all_without_cgroup_kill_freezes(tmp_path: Path, writes: list[tuple[str, str]],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     m = make_v2(tmp_path)
     (m.dir / "cgroup.kill").unlink()
     (m.dir / "cgroup.events").write_text("populated 0\nfrozen 1")
+    signalled = _populate(monkeypatch, [m.dir / "cgroup.procs"])
     writes.clear()
     assert m.kill_all(signal.SIGTERM, timeout=0.1) is True
     assert [(Path(p).name, v) for p, v in writes] == [("cgroup.freeze", "1"), ("cgroup.freeze", "0")]
+    assert len(signalled) == 1
 
 
 def test_v2_remove_tolerates_missing_and_removes_subcgroups(tmp_path: Path) -> None:
@@ -361,10 +405,13 @@ def test_v1_missing_controller(tmp_path: Path) -> None:
     assert e.value.hint and "mount" in e.value.hint
 
 
-def test_v1_kill_all_freezes_and_thaws(tmp_path: Path, writes: list[tuple[str, str]]) -> None:
+def test_v1_kill_all_freezes_and_thaws(tmp_path: Path, writes: list[tuple[str, str]],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     m = make_v1(tmp_path)
+    signalled = _populate(monkeypatch, [d / "cgroup.procs" for d in m.dirs()])
     writes.clear()
     assert m.kill_all() is True
+    assert len(signalled) == 1
     assert [(os.path.relpath(p, tmp_path), v) for p, v in writes] == [
         ("freezer/devbox/c1/freezer.state", "FROZEN"),
         ("freezer/devbox/c1/freezer.state", "THAWED"),

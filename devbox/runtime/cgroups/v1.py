@@ -195,6 +195,8 @@ class V1Manager:
     def kill_all(self, sig: int = signal.SIGKILL, timeout: float = 5.0) -> bool:
         if not self.exists():
             return True
+        if not self.pids():
+            return True  # empty (the usual case after a run): nothing in it can fork, no freeze needed
         deadline = time.monotonic() + timeout
         while True:
             # Frozen, nothing can fork; a v1-frozen task acts on the signal once thawed.

@@ -159,6 +159,8 @@ class V2Manager:
     def kill_all(self, sig: int = signal.SIGKILL, timeout: float = 5.0) -> bool:
         if not self.exists():
             return True
+        if not self.pids():
+            return True  # empty (the usual case after a run): nothing in it can fork
         deadline = time.monotonic() + timeout
         kill_file = self.dir / "cgroup.kill"
         if sig == signal.SIGKILL and kill_file.exists():

@@ -8,10 +8,10 @@ container never holds the user's own terminal (no TIOCSTI into the user's shell)
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: signal.py's enums cost ~1 ms to import
 import contextlib
 import fcntl
 import os
-import signal
 import struct
 import termios
 import tty

@@ -10,11 +10,10 @@ No host-side process stays per container: the double fork in nsinit hands PID 1 
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: signal.py's enums cost ~1 ms to import
 import contextlib
 import json
 import os
-import signal
-import socket
 import time
 from pathlib import Path
 
@@ -222,11 +221,11 @@ def _write_etc_files(c: Container) -> dict[str, str]:
 class Prestarted:
     """PID 1 of a foreground container, forked before the container exists (see prestart)."""
 
-    def __init__(self, cid: str, cg: Any, sock: socket.socket, lock_fd: int, a_pid: int) -> None:
+    def __init__(self, cid: str, cg: Any, sock: Any, lock_fd: int, a_pid: int) -> None:
         self.id = cid
         self.a_pid = a_pid  # the intermediate child: exits once it has sent PID 1's pid
         self.cg = cg
-        self.sock: socket.socket | None = sock
+        self.sock: Any = sock
         self.chan = _StartChannel(sock)
         self._lock_fd: int | None = lock_fd
 
@@ -292,7 +291,7 @@ def prestart(cid: str, network: str, stdio: tuple[int, int, int]) -> Prestarted:
     try:
         with _lock_all():
             cg.create()
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent_sock, child_sock = L.seqpacket_pair()
         L.set_child_subreaper()
         cfg = {"network": network, "cgroup_procs": [os.fspath(p) for p in cg.join_paths()], "prestarted": True}
         a = os.fork()
@@ -422,7 +421,7 @@ def _start(c: Container, *, foreground: bool, stdio: tuple[int, int, int] | None
                     raise errors.ConfigError(f"cannot hand the container its configuration: {e.strerror}",
                                              hint="pass less environment (-e) or fewer mounts") from None  # fmt: skip
             else:
-                parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                parent_sock, child_sock = L.seqpacket_pair()
                 if foreground:
                     L.set_child_subreaper()
                 a = os.fork()
@@ -495,7 +494,7 @@ class _StartChannel:
     """The parent's end of the start protocol: "P<pid>" (from A) and "R" (+ pty master, from PID 1)
     arrive in either order; "E" is raised as the matching DevboxError; EOF means the child is gone."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: Any) -> None:
         self.sock = sock
         self._pid: int | None = None
         self._ready = False
@@ -503,7 +502,7 @@ class _StartChannel:
         self.master: int | None = None
 
     def _next(self) -> None:
-        msg, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 1)
+        msg, fds = L.recv_fds(self.sock, 65536, 1)
         if not msg:
             self._eof = True
         elif msg[:1] == b"P":
@@ -525,7 +524,7 @@ class _StartChannel:
         return self._ready
 
 
-def _await_ready(sock: socket.socket) -> tuple[int | None, int | None]:
+def _await_ready(sock: Any) -> tuple[int | None, int | None]:
     """Both start messages: (pid, pty master); pid is None when the channel closed first."""
     chan = _StartChannel(sock)
     pid = chan.pid()
@@ -626,7 +625,7 @@ def exec_in(c: Container, args: list[str], *, env: list[str] | None = None, user
     }
     if stdio is None:
         stdio = (0, 1, 2)
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent_sock, child_sock = L.seqpacket_pair()
     pid_c = os.fork()
     if pid_c == 0:
         parent_sock.close()

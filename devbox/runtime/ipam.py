@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
+import _socket as socket  # inet_ntoa only: socket.py's import costs ~3 ms
 import ipaddress
-import socket
 import struct
 from collections.abc import Iterable
 

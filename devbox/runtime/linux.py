@@ -10,6 +10,10 @@ import ctypes
 import os
 import struct
 
+TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
+if TYPE_CHECKING:
+    from typing import Any
+
 libc = ctypes.CDLL(None, use_errno=True)
 
 # namespaces (linux/sched.h)
@@ -258,3 +262,35 @@ def open_pty_master(ptmx: str = "/dev/ptmx") -> tuple[int, str]:
     fcntl.ioctl(fd, TIOCSPTLCK, struct.pack("i", 0))
     n = struct.unpack("I", fcntl.ioctl(fd, TIOCGPTN, b"\0\0\0\0"))[0]
     return fd, f"/dev/pts/{n}"
+
+
+# -- sockets without socket.py ----------------------------------------------------------------------
+# The socket module's Python layer (enums, selectors, array) costs ~3 ms to import; the start path
+# needs only a socketpair and file descriptors passed over it, which the C module _socket provides.
+
+
+def seqpacket_pair() -> tuple[Any, Any]:
+    """A connected AF_UNIX SOCK_SEQPACKET pair (close-on-exec, as socket.socketpair makes them)."""
+    import _socket
+
+    return _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+
+
+def send_fds(sock: Any, data: bytes, fds: list[int]) -> None:
+    """socket.send_fds: one message carrying `fds` (SCM_RIGHTS)."""
+    import _socket
+
+    sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
+
+
+def recv_fds(sock: Any, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
+    """socket.recv_fds: one message and the descriptors that came with it."""
+    import _socket
+
+    msg, ancdata, _flags, _addr = sock.recvmsg(bufsize, _socket.CMSG_LEN(maxfds * 4))
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            n = len(data) // 4
+            fds.extend(struct.unpack(f"{n}i", data[: n * 4]))
+    return msg, fds

@@ -25,7 +25,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 import stat
 import sys
 
@@ -239,7 +238,7 @@ def _close_fds(keep: set[int]) -> None:
                 pass
 
 
-def _report_ready(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int]) -> tuple[int, int, int]:
+def _report_ready(cfg: dict[str, Any], chan: Any, stdio: tuple[int, int, int]) -> tuple[int, int, int]:
     """Send "ready"; with -t, first open a pty in the container's own devpts, make it the controlling
     terminal (the caller has called setsid) and send its master along. Returns the payload's stdio."""
     if not cfg["tty"]:
@@ -248,12 +247,12 @@ def _report_ready(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, in
     master, slave_path = L.open_pty_master("/dev/ptmx")
     slave = os.open(slave_path, os.O_RDWR)
     fcntl.ioctl(slave, L.TIOCSCTTY, 0)
-    socket.send_fds(chan, [b"R"], [master])
+    L.send_fds(chan, b"R", [master])
     os.close(master)
     return (slave, slave, slave)
 
 
-def _report(chan: socket.socket, kind: str, message: str) -> None:
+def _report(chan: Any, kind: str, message: str) -> None:
     try:
         chan.send(b"E" + json.dumps({"kind": kind, "message": message}).encode())
     except OSError:
@@ -269,7 +268,7 @@ def join_cgroup(cfg: dict[str, Any]) -> None:
     L.unshare(L.CLONE_NEWCGROUP)
 
 
-def child_b(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int]) -> None:
+def child_b(cfg: dict[str, Any], chan: Any, stdio: tuple[int, int, int]) -> None:
     """PID 1 of the container. Never returns."""
     code = 125
     try:
@@ -300,7 +299,7 @@ def child_b(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int
 
 
 def exec_payload(cfg: dict[str, Any], stdio: tuple[int, int, int], keep: set[int],
-                 chan: socket.socket | None = None) -> None:  # fmt: skip
+                 chan: Any = None) -> None:  # fmt: skip
     """Shared by run and exec: stdio, working dir, user, capabilities, no_new_privs, exec."""
     for target, fd in enumerate(stdio):
         if fd != target:
@@ -351,7 +350,7 @@ def _environment(env_list: list[str], user: Any, cfg: dict[str, Any]) -> dict[st
     return env
 
 
-def child_a(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int]) -> None:
+def child_a(cfg: dict[str, Any], chan: Any, stdio: tuple[int, int, int]) -> None:
     """Intermediate child: unshare, fork PID 1, report its pid, exit. Never returns.
 
     The cgroup is joined by PID 1 itself (join_cgroup), not here: a cgroup migration waits for an RCU
@@ -369,7 +368,7 @@ def child_a(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int
         os._exit(125)
 
 
-def enter_and_exec(cfg: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int]) -> None:
+def enter_and_exec(cfg: dict[str, Any], chan: Any, stdio: tuple[int, int, int]) -> None:
     """`devbox exec`: join a running container's cgroup and namespaces, fork into its pid namespace,
     exec there. The joining process (C) waits for the payload (D) and exits with its status. Never returns."""
     try:

@@ -16,10 +16,10 @@ value, with a hint. Processes are only ever found by reading cgroup.procs, never
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: signal.py's enums cost ~1 ms to import
 import errno
 import os
 import re
-import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path

@@ -12,8 +12,8 @@ Limits:
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: signal.py's enums cost ~1 ms to import
 import os
-import signal
 import time
 from pathlib import Path
 

@@ -61,8 +61,8 @@ def free_port() -> int:
 
 
 def interleaved(cmds: dict[str, tuple[list[str], dict[str, str]]], runs: int, warmup: int) -> dict[str, list[float]]:
-    """Time every command once per round, in turn, for warmup + runs rounds (the first `warmup` not
-    counted). Interleaving keeps the disk's slow phases (RESULTS.md: file creation slows for minutes
+    """Time every command once per round, in a rotating order, for warmup + runs rounds (the first
+    `warmup` not counted). Interleaving keeps the disk's slow phases (RESULTS.md: file creation slows for minutes
     after a large delete) and the machine's load from landing on one tool only. Each run is a
     posix_spawn + waitpid of the command itself (no shell), like hyperfine -N; output goes to
     /dev/null; a non-zero exit stops the benchmark."""
@@ -73,8 +73,12 @@ def interleaved(cmds: dict[str, tuple[list[str], dict[str, str]]], runs: int, wa
     fa = [("dup2", null, 0), ("dup2", null, 1), ("dup2", null, 2)]
     actions = [(os.POSIX_SPAWN_DUP2, src, dst) for _kind, src, dst in fa]
     try:
+        names = list(cmds)
         for i in range(warmup + runs):
-            for name, (argv, env) in cmds.items():
+            # rotate the order each round: every command follows every other one equally often (a
+            # podman run leaves cleanup work in the kernel that slows whatever comes right after it)
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                argv, env = cmds[name]
                 t0 = time.perf_counter()
                 pid = os.posix_spawnp(argv[0], argv, env, file_actions=actions)
                 _, status = os.waitpid(pid, 0)

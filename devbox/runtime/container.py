@@ -582,7 +582,7 @@ def wait_foreground(st: Started, forwarder: Any = None, *, release: bool = False
         c.state.update({"status": STOPPED, "exit_code": code, "finished_at": time.time(), "pid": None})
         c.save_state()
         # stray children, the cgroup, the veth; the IP stays reserved unless the container goes next (--rm)
-        _teardown(c, keep_lease=not release)
+        _teardown(c, keep_lease=not release, net_async=release)
         from devbox.runtime import cgroups
 
         # in memory: a remove() that follows (--rm) skips a second teardown when this one was complete
@@ -760,8 +760,16 @@ def _wait_gone(pid: int, start_t: int | None, deadline: float) -> None:
         delay = min(delay * 2, 0.05)
 
 
-def _teardown(c: Container, cg: Any = None, keep_lease: bool = False) -> None:
-    """Undo what start did on the host: processes, cgroup, network. Tolerant of partial state."""
+# container id -> wait for the network detach that _teardown(..., net_async=True) left running
+_PENDING: dict[str, Any] = {}
+
+
+def _teardown(c: Container, cg: Any = None, keep_lease: bool = False, net_async: bool = False) -> None:
+    """Undo what start did on the host: processes, cgroup, network. Tolerant of partial state.
+
+    net_async=True (a --rm run, whose remove() follows at once): the network detach, mostly an
+    nftables transaction (~3 ms, in libnftables without the GIL), runs in a thread while remove()
+    deletes the container's files; remove() waits for it and raises what it raised."""
     from devbox.runtime import cgroups
 
     cg = cg or cgroups.manager_for(c.id)
@@ -774,21 +782,53 @@ def _teardown(c: Container, cg: Any = None, keep_lease: bool = False) -> None:
     if c.spec.network not in ("none", "host"):
         from devbox.runtime import network
 
-        network.detach(c.id, release=not keep_lease)
+        if not net_async:
+            network.detach(c.id, release=not keep_lease)
+            return
+        import _thread  # threading's import costs more than this needs
+
+        done = _thread.allocate_lock()
+        done.acquire()
+        failed: list[BaseException] = []
+
+        def detach() -> None:
+            try:
+                network.detach(c.id, release=not keep_lease)
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+                failed.append(e)
+            finally:
+                done.release()
+
+        def wait() -> None:
+            done.acquire()
+            if failed:
+                raise failed[0]
+
+        _thread.start_new_thread(detach, ())
+        _PENDING[c.id] = wait
+
+
+def _wait_pending(cid: str) -> None:
+    wait = _PENDING.pop(cid, None)
+    if wait is not None:
+        wait()
 
 
 def remove(c: Container, force: bool = False) -> None:
-    with c.lock():
-        status = c.refresh()
-        if status == RUNNING and not force:
-            raise errors.IncorrectStatus(f"container {c.name} is running",
-                                         hint=f"stop it first (`devbox stop {c.name}`) or use `devbox rm -f`")  # fmt: skip
-        if status != STOPPED or c.state.get("needs_teardown", True):
-            _teardown(c)
-        fsutil.rmtree(c.dir)
-        with contextlib.suppress(FileNotFoundError):
-            (paths.locks_dir() / f"container-{c.id}.lock").unlink()
-    _remove_empty_cgroup_parents()
+    try:
+        with c.lock():
+            status = c.refresh()
+            if status == RUNNING and not force:
+                raise errors.IncorrectStatus(f"container {c.name} is running",
+                                             hint=f"stop it first (`devbox stop {c.name}`) or use `devbox rm -f`")  # fmt: skip
+            if status != STOPPED or c.state.get("needs_teardown", True):
+                _teardown(c)
+            fsutil.rmtree(c.dir)
+            with contextlib.suppress(FileNotFoundError):
+                (paths.locks_dir() / f"container-{c.id}.lock").unlink()
+        _remove_empty_cgroup_parents()
+    finally:
+        _wait_pending(c.id)  # a --rm run's network detach, started by wait_foreground
 
 
 def _remove_empty_cgroup_parents() -> None:

@@ -11,7 +11,6 @@ on (its traffic would silently be stolen by the rule), and names that process wh
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import re
 
@@ -21,13 +20,10 @@ from devbox.record import record
 DEFAULT_HOST_IP = "127.0.0.1"
 PROTOS = ("tcp", "udp")
 
-_SPEC_RE = re.compile(
-    r"""^(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9]*\.[0-9.]*):)?   # optional host address
+_SPEC = r"""^(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9]*\.[0-9.]*):)?   # optional host address
         (?:(?P<host>\d+):)?                         # optional host port
         (?P<ctr>\d+)                                # container port
-        (?:/(?P<proto>[a-zA-Z]+))?$""",
-    re.VERBOSE,
-)
+        (?:/(?P<proto>[a-zA-Z]+))?$"""  # compiled on first use (re's cache): every `run` imports this module
 
 
 @record(frozen=True)
@@ -70,7 +66,7 @@ def parse_port(spec: str) -> PortSpec:
     """Parse `[IP:]HOST:CONTAINER[/udp]`; a bare `80` means 80:80. The host address defaults to
     127.0.0.1 (reachable as localhost:HOST from the host only); `0.0.0.0` exposes it on every
     host address."""
-    m = _SPEC_RE.match(spec.strip())
+    m = re.match(_SPEC, spec.strip(), re.VERBOSE)
     if not m:
         raise ConfigError(
             f"invalid port spec {spec!r}",
@@ -84,6 +80,8 @@ def parse_port(spec: str) -> PortSpec:
     host_ip = DEFAULT_HOST_IP
     if m["ip"]:
         raw = m["ip"].strip("[]")
+        import ipaddress
+
         try:
             addr = ipaddress.ip_address(raw)
         except ValueError:

@@ -145,7 +145,11 @@ def profile(env: dict, argv: list[str], top: int = 15) -> str:
     """cProfile of one devbox command: the functions with the largest own time (syscalls, waits)."""
     import pstats, tempfile
     with tempfile.NamedTemporaryFile(suffix=".prof") as f:
-        subprocess.run([C.PYTHON, "-m", "cProfile", "-o", f.name] + argv, env=env, capture_output=True)
+        # devbox's fast verbs leave with os._exit (no interpreter teardown), which would also skip
+        # cProfile's writing of its file: profile main() in-process with an ordinary exit instead
+        code = ("import cProfile, sys; import devbox.cli as cli; cli._leave = sys.exit; "
+                "sys.argv = sys.argv[1:]; cProfile.run('cli.main()', sys.argv.pop(0))")  # fmt: skip
+        subprocess.run([C.PYTHON, "-c", code, f.name] + argv, env=env, capture_output=True)
         st = pstats.Stats(f.name)
         rows = sorted(st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
         total = st.total_tt

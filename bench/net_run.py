@@ -154,7 +154,8 @@ def main() -> None:
             print(f"{k:34} {r:.2f}x")
         print("target: devbox-net-port/podman-default <= 0.20x")
     if args.json:
-        args.json.write_text(json.dumps({"median_ms": med, "ratios": ratios}, indent=2) + "\n")
+        samples = {k: [round(x * 1000, 2) for x in v] for k, v in times.items()}
+        args.json.write_text(json.dumps({"median_ms": med, "ratios": ratios, "samples_ms": samples}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -247,7 +247,8 @@ class Prestarted:
 
     def abort(self) -> None:
         """Undo prestart: PID 1 is killed (it has set nothing up: it waits for its configuration),
-        the cgroup removed. Idempotent; start() takes over the handle once it is called."""
+        the cgroup removed. Idempotent; does nothing to PID 1 once start() has taken the channel over
+        (its cleanup owns PID 1 then, and may have reaped it already)."""
         if self.sock is not None:
             pid = None
             with contextlib.suppress(Exception):
@@ -341,8 +342,12 @@ def start(c: Container, *, foreground: bool = False, stdio: tuple[int, int, int]
     if prestarted is not None:
         try:
             return _start(c, foreground=foreground, stdio=stdio, relays=relays, pre=prestarted)
+        except BaseException:
+            # Before _start took the channel over (a check failed first), PID 1 is still waiting for
+            # its configuration: kill it and drop the cgroup. After, _start's own cleanup did that.
+            prestarted.abort()
+            raise
         finally:
-            prestarted.sock = None  # _start closed it and tore down whatever it had to
             prestarted.release()
     return _start(c, foreground=foreground, stdio=stdio, relays=relays, pre=None)
 
@@ -412,6 +417,7 @@ def _start(c: Container, *, foreground: bool, stdio: tuple[int, int, int] | None
                     raise ValueError("a prestarted container runs in the foreground")
                 parent_sock, chan = pre.sock, pre.chan
                 assert parent_sock is not None
+                pre.sock = None  # taken over: from here on this function's cleanup owns PID 1
                 try:
                     parent_sock.send(b"C" + json.dumps(cfg).encode())
                 except OSError as e:  # EMSGSIZE: an environment of megabytes; EPIPE: PID 1 died

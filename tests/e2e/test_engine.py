@@ -388,3 +388,32 @@ def test_crash_mid_start_is_reconciled(busybox_image: str) -> None:
     assert not cgroup_dirs_for(cid)
     ok("rm", "crashy")
     assert not (state_dir / cid).exists()
+
+
+def test_missing_layer_after_prestart_leaves_nothing(busybox_image: str, tmp_path: Path) -> None:
+    """A foreground run forks PID 1 before start() checks the image's layers; when that check fails,
+    PID 1 is killed and its cgroup and lock go, in the same command."""
+    import io
+    import tarfile
+    import uuid
+
+    data = uuid.uuid4().hex.encode()  # a layer of its own: deleting it breaks no other image
+    tar = tmp_path / "one.tar"
+    with tarfile.open(tar, "w") as tf:
+        info = tarfile.TarInfo("hello")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    layers = Path(os.environ["DEVBOX_ROOT"]) / "layers"
+    before = set(os.listdir(layers))
+    name = f"brokenlayer:{uuid.uuid4().hex[:8]}"
+    ok("image", "import", os.fspath(tar), name)
+    try:
+        (new,) = set(os.listdir(layers)) - before
+        subprocess.run(["rm", "-rf", os.fspath(layers / new)], check=True)
+        cgroups_before = _devbox_cgroups()
+        r = devbox("run", "--rm", "--network", "none", name, "/hello")
+        assert r.returncode == 125 and "is missing" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert _devbox_cgroups() <= cgroups_before
+        assert not list((Path(os.environ["DEVBOX_ROOT"]) / "locks").glob("prestart-*"))
+    finally:
+        devbox("image", "rm", "-f", name)

@@ -565,8 +565,11 @@ def attach(
             _save(net)
             t1 = time.monotonic()
             pending = bool(ports or (old and old.get("active", True) and old.get("ports")) or recreated)
-            if pending and not defer_rules:
-                nft.apply(nets)  # the table only depends on leases through their ports
+            if recreated:  # a new bridge: the whole table, now
+                nft.apply(nets)
+                pending = False
+            elif pending and not defer_rules:
+                nft.apply_ports(nets)  # the table depends on leases only through their ports
                 pending = False
             t2 = time.monotonic()
             _update_hosts(net)
@@ -595,9 +598,9 @@ def attach(
 
 
 def apply_rules() -> None:
-    """Bring devbox's nftables table in line with the networks' state (after attach(defer_rules=True))."""
+    """Bring the published-port rules in line with the networks' state (after attach(defer_rules=True))."""
     with _lock():
-        nft.apply(_load_all())
+        nft.apply_ports(_load_all())
 
 
 def _plumb(net: dict[str, Any], lease: dict[str, Any], pid: int) -> tuple[str | None, bool]:
@@ -697,7 +700,7 @@ def detach(container_id: str, release: bool = True) -> None:
             lease.update({"active": False, "pid": None})
         _save(net)
         if had_rules:
-            nft.apply(nets)
+            nft.apply_ports(nets)
         _update_hosts(net)
 
 

@@ -78,14 +78,32 @@ def _daddr_match(host_ip: str) -> str:
     return f"ip daddr {host_ip}"
 
 
+def _port_rules(networks: Iterable[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The DNAT rules of the published ports of active leases: (prerouting, output). These two nat
+    chains hold nothing else, so they can be rewritten alone when only ports change (apply_ports)."""
+    pre_nat: list[str] = []
+    out_nat: list[str] = []
+    for net in sorted(networks, key=lambda n: n["name"]):
+        for cid, lease in sorted(net.get("leases", {}).items()):
+            if not lease.get("active", True):
+                continue
+            cc = f"comment {_q('dbx ctr ' + cid)}"
+            for p in lease.get("ports", []):
+                to = f"dnat to {lease['ip']}:{int(p['container_port'])}"
+                rule = f"{_daddr_match(p['host_ip'])} {_port_match(p)} {to} {cc}"
+                out_nat.append(rule)
+                if not p["host_ip"].startswith("127."):
+                    pre_nat.append(rule)
+    return pre_nat, out_nat
+
+
 def render(networks: Iterable[dict[str, Any]], table: str | None = None) -> list[str]:
     """The lines of the full table for `networks` (each with "bridge", "subnet", "name", "leases")."""
     t = table or table_name()
     pre_f: list[str] = []
     fwd: list[str] = []
-    pre_nat: list[str] = []
-    out_nat: list[str] = []
     post: list[str] = []
+    networks = list(networks)
     for net in sorted(networks, key=lambda n: n["name"]):
         b, s = _q(net["bridge"]), net["subnet"]
         c = f"comment {_q('dbx net ' + net['name'])}"
@@ -104,16 +122,7 @@ def render(networks: Iterable[dict[str, Any]], table: str | None = None) -> list
             f"oifname {b} ip saddr {s} ct status dnat masquerade {c}",
             f"oifname != {b} ip saddr {s} masquerade {c}",
         ]
-        for cid, lease in sorted(net.get("leases", {}).items()):
-            if not lease.get("active", True):
-                continue
-            cc = f"comment {_q('dbx ctr ' + cid)}"
-            for p in lease.get("ports", []):
-                to = f"dnat to {lease['ip']}:{int(p['container_port'])}"
-                rule = f"{_daddr_match(p['host_ip'])} {_port_match(p)} {to} {cc}"
-                out_nat.append(rule)
-                if not p["host_ip"].startswith("127."):
-                    pre_nat.append(rule)
+    pre_nat, out_nat = _port_rules(networks)
     lines = [
         f"add table {FAMILY} {t}",
         f"delete table {FAMILY} {t}",
@@ -230,6 +239,32 @@ def apply(networks: list[dict[str, Any]]) -> None:
         run_nft(f"add table {FAMILY} {t}\ndelete table {FAMILY} {t}\n")
         return
     run_nft("\n".join(render(networks, t)) + "\n")
+
+
+def render_ports(networks: Iterable[dict[str, Any]], table: str | None = None) -> list[str]:
+    """A transaction that rewrites only the two DNAT chains (see _port_rules)."""
+    t = table or table_name()
+    pre_nat, out_nat = _port_rules(networks)
+    return [
+        f"flush chain {FAMILY} {t} prerouting",
+        f"flush chain {FAMILY} {t} output",
+        *(f"add rule {FAMILY} {t} prerouting {r}" for r in pre_nat),
+        *(f"add rule {FAMILY} {t} output {r}" for r in out_nat),
+    ]
+
+
+def apply_ports(networks: list[dict[str, Any]]) -> None:
+    """Bring the published-port rules in line with `networks` when nothing else changed (a container
+    with -p started or stopped): ~0.5 ms in libnftables against ~2.5 ms for the whole table. When the
+    table or its chains are not there (deleted by hand, never made), the whole table is applied."""
+    if not networks:
+        apply(networks)
+        return
+    try:
+        run_nft("\n".join(render_ports(networks)) + "\n")
+    except NetworkError as e:
+        log.debug("‣ port rules alone failed (%s): applying the whole table", e)
+        apply(networks)
 
 
 def list_table() -> dict[str, Any] | None:

@@ -600,3 +600,25 @@ def test_nft_transaction_and_errors(root: Path, monkeypatch: pytest.MonkeyPatch,
     if via == "nft-command":
         assert "in `add rule ip" in msg, msg
     assert nft.list_table() == before
+
+
+def test_apply_ports_rewrites_only_the_dnat_chains_and_falls_back(root: Path) -> None:
+    """apply_ports (a container with -p starting or stopping) rewrites the two DNAT chains alone;
+    without the table (deleted by hand) it applies the whole table instead."""
+    network.create_network("portsonly")
+    nets = network._load_all()
+    lease = {"ip": "10.213.9.9", "name": "x", "aliases": [], "host_veth": "dbxnone", "active": True,
+             "ports": [{"host_ip": "127.0.0.1", "host_port": 18999, "container_port": 80, "proto": "tcp"},
+                       {"host_ip": "0.0.0.0", "host_port": 18998, "container_port": 53, "proto": "udp"}]}  # fmt: skip
+    with_ports = [{**nets[0], "leases": {"c0ffee": lease}}]
+    nft.apply_ports(with_ports)
+    comments = nft.comments()
+    assert comments.count("dbx ctr c0ffee") == 3  # output: both; prerouting: the 0.0.0.0 one
+    assert "dbx net portsonly" in comments
+    nft.apply_ports(nets)  # the container is gone
+    comments = nft.comments()
+    assert "dbx ctr c0ffee" not in comments and "dbx net portsonly" in comments
+    subprocess.run(["nft", "delete", "table", "ip", nft.table_name()], check=True)
+    nft.apply_ports(with_ports)  # no table: falls back to the whole one
+    comments = nft.comments()
+    assert comments.count("dbx ctr c0ffee") == 3 and "dbx net portsonly" in comments

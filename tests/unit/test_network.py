@@ -213,6 +213,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Fakes:
     monkeypatch.setattr(network, "_delete_links", lambda names: f.links.difference_update(names))
     monkeypatch.setattr(network.ipam, "host_routes", lambda: [])
     monkeypatch.setattr(nft, "apply", lambda nets: f.nft.append([dict(n) for n in nets]))
+    monkeypatch.setattr(nft, "apply_ports", lambda nets: f.nft.append([dict(n) for n in nets]))
     monkeypatch.setattr(network, "check_port_free", lambda p: None)
     # a lease's netns is alive while its container runs (pid set); stopped, the kernel owns the veth
     monkeypatch.setattr(network, "_netns_alive", lambda lease: f.alive)

@@ -135,7 +135,10 @@ def main() -> None:
             if subprocess.run(["podman", "image", "exists", PODMAN_IMAGE], env=penv).returncode != 0:
                 subprocess.run(["podman", "import", str(tar), PODMAN_IMAGE], env=penv, check=True, stdout=subprocess.DEVNULL)
             timed["podman-default"] = (["podman", "run", "--rm", PODMAN_IMAGE, "/bin/true"], penv)
-            timed["podman-port"] = (["podman", "run", "--rm", "-p", f"{port}:{port}", PODMAN_IMAGE, "/bin/true"], penv)
+            pport = free_port()  # a port of its own: podman's cleanup of it never meets devbox's run
+            while pport == port:
+                pport = free_port()
+            timed["podman-port"] = (["podman", "run", "--rm", "-p", f"{pport}:{pport}", PODMAN_IMAGE, "/bin/true"], penv)
         times = interleaved(timed, args.runs, args.warmup)
     finally:
         subprocess.run([str(DEVBOX), "network", "rm", "-f", net], env=env, capture_output=True)

@@ -509,8 +509,8 @@ def attach(
 ) -> Attachment:
     """Connect the container whose init is `pid` (in its own, still empty netns) to `network`.
 
-    defer_rules=True leaves the nftables table (published ports) to a later apply_rules() call, which
-    container start makes while the payload execs: libnftables takes ~3 ms, off the critical path."""
+    defer_rules=True leaves the published-port rules to a later apply_rules() call, which container
+    start makes while the payload execs: the libnftables transaction is then off the critical path."""
     for n in [name, *aliases]:
         if not HOSTNAME_RE.match(n):
             raise ConfigError(f"invalid container name or alias {n!r} for /etc/hosts")

@@ -288,25 +288,14 @@ def prestart(cid: str, network: str, stdio: tuple[int, int, int]) -> Prestarted:
     lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock_fd, fcntl.LOCK_EX)
     cg = cgroups.manager_for(cid)
-    parent_sock = child_sock = None
     try:
         with _lock_all():
             cg.create()
-        parent_sock, child_sock = L.seqpacket_pair()
-        L.set_child_subreaper()
         cfg = {"network": network, "cgroup_procs": [os.fspath(p) for p in cg.join_paths()], "prestarted": True}
-        a = os.fork()
-        if a == 0:
-            parent_sock.close()
-            nsinit.child_a(cfg, child_sock, stdio)
-        child_sock.close()
-        child_sock = None
         # A is not waited for here: its unshare (a new netns costs ~1-2 ms) runs while devbox goes on;
         # start() (or abort()) reaps it after reading the pid it sends.
+        parent_sock, a = _fork_init(cfg, stdio, subreaper=True)
     except BaseException:
-        for s in (parent_sock, child_sock):
-            if s is not None:
-                s.close()
         with contextlib.suppress(Exception):
             cg.remove()
         with contextlib.suppress(FileNotFoundError):
@@ -314,6 +303,25 @@ def prestart(cid: str, network: str, stdio: tuple[int, int, int]) -> Prestarted:
         os.close(lock_fd)
         raise
     return Prestarted(cid, cg, parent_sock, lock_fd, a)
+
+
+def _fork_init(cfg: dict[str, Any], stdio: tuple[int, int, int], subreaper: bool) -> tuple[Any, int]:
+    """Fork A (nsinit.child_a), which unshares and forks the container's PID 1. Returns devbox's end
+    of the start channel and A's pid. subreaper: PID 1 becomes devbox's child (foreground runs)."""
+    parent_sock, child_sock = L.seqpacket_pair()
+    try:
+        if subreaper:
+            L.set_child_subreaper()
+        a = os.fork()
+        if a == 0:
+            parent_sock.close()
+            nsinit.child_a(cfg, child_sock, stdio)  # never returns
+    except BaseException:
+        parent_sock.close()
+        raise
+    finally:
+        child_sock.close()
+    return parent_sock, a
 
 
 def _prestarting(cid: str) -> bool:
@@ -377,7 +385,7 @@ def _start(c: Container, *, foreground: bool, stdio: tuple[int, int, int] | None
                         "needs_teardown": True})  # fmt: skip
         c.save_state()
         cg = pre.cg if pre is not None else cgroups.manager_for(c.id)
-        parent_sock = child_sock = None
+        parent_sock = None
         pid = None
         log_fd = None
         try:
@@ -427,15 +435,7 @@ def _start(c: Container, *, foreground: bool, stdio: tuple[int, int, int] | None
                     raise errors.ConfigError(f"cannot hand the container its configuration: {e.strerror}",
                                              hint="pass less environment (-e) or fewer mounts") from None  # fmt: skip
             else:
-                parent_sock, child_sock = L.seqpacket_pair()
-                if foreground:
-                    L.set_child_subreaper()
-                a = os.fork()
-                if a == 0:
-                    parent_sock.close()
-                    nsinit.child_a(cfg, child_sock, stdio)
-                child_sock.close()
-                child_sock = None
+                parent_sock, a = _fork_init(cfg, stdio, subreaper=foreground)
                 os.waitpid(a, 0)  # A exits as soon as it has forked PID 1
                 chan = _StartChannel(parent_sock)
             # PID 1 joins its cgroup, which waits out an RCU grace period in the kernel (10-30 ms
@@ -484,9 +484,8 @@ def _start(c: Container, *, foreground: bool, stdio: tuple[int, int, int] | None
             c.save_state()
             raise
         finally:
-            for s in (parent_sock, child_sock):
-                if s is not None:
-                    s.close()
+            if parent_sock is not None:
+                parent_sock.close()
             if log_fd is not None:
                 os.close(log_fd)
                 os.close(stdio[0])

@@ -331,6 +331,22 @@ def test_v1_hybrid_layout(tmp_path: Path) -> None:
     assert m.mode == "hybrid"
 
 
+def test_v1_layout_is_looked_up_once_per_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command builds several managers (reconcile, start, teardown): the hierarchies are found and
+    resolved once, and each manager still gets its own container's directories, co-mounts merged."""
+    root = v1_tree(tmp_path, comount=True)
+    calls: list[str] = []
+    real = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda p, *a, **k: calls.append(os.fspath(p)) or real(p, *a, **k))
+    a = cgroups.manager_for("a1", root=root, mode="hybrid")
+    first = len(calls)
+    b = cgroups.manager_for("b2", root=root, mode="hybrid")
+    assert first == 7 and len(calls) == first
+    assert a.join_paths() == [tmp_path / n / "devbox/a1/cgroup.procs"
+                              for n in ("memory", "cpu", "pids", "freezer", "systemd", "unified")]
+    assert b.join_paths() == [p.parent.parent / "b2/cgroup.procs" for p in a.join_paths()]
+
+
 def test_v1_legacy_has_no_unified(tmp_path: Path) -> None:
     m = make_v1(tmp_path, hybrid=False)
     assert "unified" not in m.paths() and m.mode == "legacy"

@@ -143,7 +143,8 @@ def split(dbx: dict, runs: int) -> str:
 
 def profile(env: dict, argv: list[str], top: int = 15) -> str:
     """cProfile of one devbox command: the functions with the largest own time (syscalls, waits)."""
-    import pstats, tempfile
+    import pstats
+    import tempfile
     with tempfile.NamedTemporaryFile(suffix=".prof") as f:
         # devbox's fast verbs leave with os._exit (no interpreter teardown), which would also skip
         # cProfile's writing of its file: profile main() in-process with an ordinary exit instead

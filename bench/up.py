@@ -70,6 +70,7 @@ def project(root: Path, name: str, startsecs: int | None) -> Path:
 
 def rpc_state(sock: Path) -> list[str] | None:
     import xmlrpc.client
+
     from sv_bench import _UnixTransport
     if not sock.exists():
         return None

@@ -260,7 +260,7 @@ def _debian_suite(base: str) -> str | None:
 def installed_packages(store: Any, img: Any) -> dict[str, str]:
     """Package versions from the image's /var/lib/dpkg/status (the highest layer that has it)."""
     for d in reversed(store.ensure_layers(img)):
-        p = d / "var/lib/dpkg/status"
+        p = Path(d, "var/lib/dpkg/status")
         if p.is_symlink():
             break
         if p.is_file():

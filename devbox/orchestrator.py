@@ -87,7 +87,7 @@ def _load_cached(path: Path) -> model.Project:
             h.update(f"\0{f}:-".encode())
     key = h.hexdigest()
     # one entry per Devboxfile path, holding (key, project)
-    cache = paths.cache_dir() / "devboxfile" / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}.pickle"
+    cache = Path(paths.cache_dir(), "devboxfile") / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}.pickle"
     try:
         with open(cache, "rb") as fh:
             got_key, project = pickle.load(fh)
@@ -135,11 +135,11 @@ def project_containers(project: model.Project) -> list[ct.Container]:
 
 
 def run_dir(c: ct.Container) -> Path:
-    return c.dir / "run"
+    return Path(c.dir, "run")
 
 
 def log_dir(c: ct.Container) -> Path:
-    return c.dir / "svlogs"
+    return Path(c.dir, "svlogs")
 
 
 def client_for(c: ct.Container) -> Any:
@@ -233,7 +233,7 @@ def box_image(project: model.Project, box: model.Box, *, no_cache: bool = False,
 
 def _check_supervisord(store: Any, img: Any, box: model.Box) -> None:
     for d in reversed(store.layer_dirs(img)):
-        p = d / "usr/bin/supervisord"
+        p = os.path.join(d, "usr/bin/supervisord")
         if os.path.lexists(p):
             return
     raise errors.BuildError(
@@ -309,8 +309,8 @@ def _fast_boot(image: Any) -> bool:
     from devbox.runtime.image.store import ImageStore
 
     dirs = ImageStore().layer_dirs(image)
-    return any(os.path.lexists(d / "usr/bin/python3") for d in dirs) and any(
-        os.path.lexists(d / SUPERVISOR_IN_BOX) for d in dirs
+    return any(os.path.lexists(os.path.join(d, "usr/bin/python3")) for d in dirs) and any(
+        os.path.lexists(os.path.join(d, SUPERVISOR_IN_BOX)) for d in dirs
     )
 
 
@@ -355,7 +355,7 @@ def _create_box(project: model.Project, box: model.Box, image: Any) -> ct.Contai
 
     cid = ct.new_id()
     fields = _box_spec(project, box, image)
-    base = paths.containers_dir() / cid
+    base = Path(paths.containers_dir(), cid)
     fields["id"] = cid
     fields["mounts"] = list(fields["mounts"]) + [
         MountSpec(os.fspath(base / "run"), "/run/devbox", False, "bind"),
@@ -401,7 +401,7 @@ def _set_label(c: ct.Container, key: str, value: str) -> None:
     labels = dict(c.spec.labels)
     labels[key] = value
     c.spec = replace(c.spec, labels=labels)
-    fsutil.write_json(c.dir / "spec.json", c.spec.to_dict())
+    fsutil.write_json(os.path.join(c.dir, "spec.json"), c.spec.to_dict())
 
 
 # ------------------------------------------------------------------------------------------ plan

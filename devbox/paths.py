@@ -9,49 +9,56 @@ Everything lives under one state root (default /var/lib/devbox, moved with DEVBO
   projects/          one folder per Devboxfile project
   locks/             flock files
   tmp/               scratch space on the same filesystem (renames into place are atomic)
+
+Paths are plain strings here and in every module `devbox run` imports: pathlib's import (with the
+re, enum, fnmatch and urllib.parse it pulls in) costs ~12 ms, a sixth of a whole `devbox run`
+(docs/architecture.md, "Performance decisions"). Callers elsewhere wrap them in Path() as they like.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 ENV_ROOT = "DEVBOX_ROOT"
 ENV_DEBUG = "DEVBOX_DEBUG"
-DEFAULT_ROOT = Path("/var/lib/devbox")
+DEFAULT_ROOT = "/var/lib/devbox"
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    StrPath = str | os.PathLike[str]
 
 
-def state_root() -> Path:
-    return Path(os.environ.get(ENV_ROOT) or DEFAULT_ROOT)
+def state_root() -> str:
+    return os.environ.get(ENV_ROOT) or DEFAULT_ROOT
 
 
-def images_dir(root: Path | None = None) -> Path:
-    return (root or state_root()) / "images"
+def images_dir(root: StrPath | None = None) -> str:
+    return os.path.join(root or state_root(), "images")
 
 
-def layers_dir(root: Path | None = None) -> Path:
-    return (root or state_root()) / "layers"
+def layers_dir(root: StrPath | None = None) -> str:
+    return os.path.join(root or state_root(), "layers")
 
 
-def containers_dir(root: Path | None = None) -> Path:
-    return (root or state_root()) / "containers"
+def containers_dir(root: StrPath | None = None) -> str:
+    return os.path.join(root or state_root(), "containers")
 
 
-def networks_dir(root: Path | None = None) -> Path:
-    return (root or state_root()) / "networks"
+def networks_dir(root: StrPath | None = None) -> str:
+    return os.path.join(root or state_root(), "networks")
 
 
-def projects_dir(root: Path | None = None) -> Path:
-    return (root or state_root()) / "projects"
+def projects_dir(root: StrPath | None = None) -> str:
+    return os.path.join(root or state_root(), "projects")
 
 
-def locks_dir(root: Path | None = None) -> Path:
-    return (root or state_root()) / "locks"
+def locks_dir(root: StrPath | None = None) -> str:
+    return os.path.join(root or state_root(), "locks")
 
 
-def tmp_dir(root: Path | None = None) -> Path:
-    return (root or state_root()) / "tmp"
+def tmp_dir(root: StrPath | None = None) -> str:
+    return os.path.join(root or state_root(), "tmp")
 
 
-def cache_dir(root: Path | None = None) -> Path:
-    return (root or state_root()) / "cache"
+def cache_dir(root: StrPath | None = None) -> str:
+    return os.path.join(root or state_root(), "cache")

@@ -143,7 +143,7 @@ def _resolve_snapshot(project: model.Project, box: str, name: str) -> Any:
 
 def _write_spec(c: Any, **changes: Any) -> None:
     c.spec = replace(c.spec, **changes)
-    fsutil.write_json(c.dir / "spec.json", c.spec.to_dict())
+    fsutil.write_json(os.path.join(c.dir, "spec.json"), c.spec.to_dict())
 
 
 def _fresh_dir(d: Path) -> Path | None:
@@ -184,7 +184,8 @@ def restore(project: model.Project, box: str, name: str, *, say: Any = None) -> 
         c = orchestrator._create_box(project, b, img)
         orchestrator._write_conf(c, b)
     ct.stop(c)
-    for stale in [*c.dir.glob(".upper.old-*"), *c.dir.glob(".work.old-*")]:  # left by a killed restore
+    cdir = Path(c.dir)
+    for stale in [*cdir.glob(".upper.old-*"), *cdir.glob(".work.old-*")]:  # left by a killed restore
         shutil.rmtree(stale, ignore_errors=True)
     with c.lock():
         if c.refresh() == ct.RUNNING:
@@ -194,7 +195,7 @@ def restore(project: model.Project, box: str, name: str, *, say: Any = None) -> 
         changes: dict[str, Any] = {"diff_ids": list(snap.diff_ids), "labels": labels}
         if box_image:
             changes["image_digest"] = box_image
-        old = [_fresh_dir(c.upper), _fresh_dir(c.dir / "work")]
+        old = [_fresh_dir(Path(c.upper)), _fresh_dir(Path(c.dir, "work"))]
         _write_spec(c, **changes)
     for d in old:
         if d is not None:

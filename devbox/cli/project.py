@@ -192,7 +192,7 @@ def box_logs(target: str | None, *, follow: bool, tail: int, since: str | None, 
             ts_sources += [(f"{name}/{svc}", orchestrator.log_dir(c), svc) for svc in svcs]
             continue
         if not service:
-            sources.append((f"{name}", c.log_path))
+            sources.append((f"{name}", Path(c.log_path)))
         for svc in [service] if service else list(box.services):
             for stream in ("out", "err"):
                 sources.append((f"{name}/{svc}", orchestrator.log_dir(c) / f"{svc}.{stream}.log"))

@@ -92,7 +92,7 @@ def logout_cmd(registry: str = typer.Argument(..., metavar="REGISTRY")) -> None:
 def _registry_name(s: str) -> str:
     """`https://reg:5000/` -> `reg:5000`; Docker Hub aliases -> `docker.io`."""
     from devbox.errors import ConfigError
-    from devbox.runtime.image.reference import _REGISTRY
+    from devbox.runtime.image.reference import is_registry
 
     for prefix in ("https://", "http://"):
         if s.startswith(prefix):
@@ -102,6 +102,6 @@ def _registry_name(s: str) -> str:
         s = s[:-3]
     if s in ("index.docker.io", "registry-1.docker.io", "docker.io"):
         return "docker.io"
-    if not s or "/" in s or not _REGISTRY.match(s):
+    if not s or "/" in s or not is_registry(s):
         raise ConfigError(f"invalid registry {s!r}", hint="give a host[:port], e.g. registry.example:5000")
     return s

@@ -11,7 +11,6 @@ help text stay typer's.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from devbox import errors
 
@@ -212,10 +211,10 @@ def parse_volume(v: str) -> Any:
     if len(parts) != 2 or not parts[0] or not parts[1].startswith("/"):
         raise errors.ConfigError(f"invalid -v {v!r}: expected HOST_PATH:CONTAINER_PATH[:ro]",
                                  hint="the container path must be absolute, e.g. -v ./src:/src")  # fmt: skip
-    src = Path(parts[0]).expanduser().resolve()
-    if not src.exists():
+    src = os.path.realpath(os.path.expanduser(parts[0]))
+    if not os.path.exists(src):
         raise errors.ConfigError(f"volume source {parts[0]!r} does not exist", hint=f"create it: mkdir -p {src}")
-    return MountSpec(os.fspath(src), os.path.normpath(parts[1]), ro, "bind")
+    return MountSpec(src, os.path.normpath(parts[1]), ro, "bind")
 
 
 def build_spec(image_ref: str, command: list[str], *, name: str | None = None, env: list[str] = (),  # type: ignore[assignment]

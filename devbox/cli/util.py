@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -26,6 +25,8 @@ def print_table(headers: list[str], rows: list[list[Any]]) -> None:
 
 
 def print_json(obj: Any) -> None:
+    import json  # indented output for people (`--json` listings): not on the `devbox run` path
+
     json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import _signal as signal  # the C module: signal.py's enums cost ~1 ms to import
 import contextlib
-import json
 import os
 import time
-from pathlib import Path
 
-from devbox import errors, fsutil, paths
+from devbox import cjson, errors, fsutil, paths
 from devbox.record import field, record
 from devbox.runtime import linux as L
 from devbox.runtime import nsinit
@@ -38,7 +36,7 @@ _NOUN = ["otter", "heron", "lynx", "finch", "panda", "koala", "bison", "gecko", 
 @record
 class Container:
     id: str
-    dir: Path
+    dir: str  # plain str paths on the run path (paths.py says why)
     spec: ContainerSpec
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -55,12 +53,12 @@ class Container:
         return self.state.get("status", CREATED)
 
     @property
-    def log_path(self) -> Path:
-        return self.dir / "log"
+    def log_path(self) -> str:
+        return os.path.join(self.dir, "log")
 
     @property
-    def upper(self) -> Path:
-        return self.dir / "upper"
+    def upper(self) -> str:
+        return os.path.join(self.dir, "upper")
 
     def is_running(self) -> bool:
         return self.refresh() == RUNNING
@@ -82,35 +80,37 @@ class Container:
         return st.get("status", CREATED)
 
     def save_state(self) -> None:
-        fsutil.write_json(self.dir / "state.json", self.state)
+        fsutil.write_json(os.path.join(self.dir, "state.json"), self.state)
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
-        return fsutil.locked(paths.locks_dir() / f"container-{self.id}.lock")
+        return fsutil.locked(os.path.join(paths.locks_dir(), f"container-{self.id}.lock"))
 
 
 def _lock_all() -> contextlib.AbstractContextManager[None]:
-    return fsutil.locked(paths.locks_dir() / "containers.lock")
+    return fsutil.locked(os.path.join(paths.locks_dir(), "containers.lock"))
 
 
-def _load(d: Path) -> Container | None:
+def _load(d: str) -> Container | None:
     try:
-        spec = ContainerSpec.from_dict(fsutil.read_json(d / "spec.json"))
+        spec = ContainerSpec.from_dict(fsutil.read_json(os.path.join(d, "spec.json")))
     except (FileNotFoundError, ValueError, TypeError):
         return None
     try:
-        state = fsutil.read_json(d / "state.json")
+        state = fsutil.read_json(os.path.join(d, "state.json"))
     except (FileNotFoundError, ValueError):
         state = {"status": "broken"}
-    c = Container(d.name, d, spec, state)
+    c = Container(os.path.basename(d), d, spec, state)
     c.refresh()
     return c
 
 
 def list_containers() -> list[Container]:
-    base = paths.containers_dir()
-    if not base.is_dir():
+    try:
+        with os.scandir(paths.containers_dir()) as it:
+            dirs = sorted(e.path for e in it if e.is_dir())
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    out = [c for d in sorted(base.iterdir()) if d.is_dir() and (c := _load(d)) is not None]
+    out = [c for d in dirs if (c := _load(d)) is not None]
     out.sort(key=lambda c: c.state.get("created_at", 0))
     return out
 
@@ -151,19 +151,20 @@ def create(spec_fields: dict[str, Any]) -> Container:
                                        hint=f"remove it with `devbox rm -f {name}` or pick another --name")  # fmt: skip
         spec = ContainerSpec(**{**spec_fields, "id": cid, "name": name,
                                 "hostname": spec_fields.get("hostname") or cid[:12]})  # fmt: skip
-        d = paths.containers_dir() / cid
-        tmp = paths.containers_dir() / f".{cid}.tmp"
-        tmp.mkdir(parents=True, exist_ok=False)
+        d = os.path.join(paths.containers_dir(), cid)
+        tmp = os.path.join(paths.containers_dir(), f".{cid}.tmp")
+        os.makedirs(paths.containers_dir(), exist_ok=True)
+        os.mkdir(tmp)
         try:
             for sub in ("upper", "work", "rootfs", "etc"):
-                (tmp / sub).mkdir(mode=0o755)
-            fsutil.write_json(tmp / "spec.json", spec.to_dict())
-            fsutil.write_json(tmp / "state.json", {"status": CREATED, "created_at": time.time()})
+                os.mkdir(os.path.join(tmp, sub), 0o755)
+            fsutil.write_json(os.path.join(tmp, "spec.json"), spec.to_dict())
+            fsutil.write_json(os.path.join(tmp, "state.json"), {"status": CREATED, "created_at": time.time()})
             os.rename(tmp, d)
         except BaseException:
             fsutil.rmtree(tmp)
             raise
-    return Container(cid, d, spec, fsutil.read_json(d / "state.json"))
+    return Container(cid, d, spec, fsutil.read_json(os.path.join(d, "state.json")))
 
 
 # --------------------------------------------------------------------------------------------- start
@@ -198,24 +199,31 @@ def _cgroup_mounts() -> list[dict[str, str]]:
 
 
 def _write_etc_files(c: Container) -> dict[str, str]:
-    etc = c.dir / "etc"
-    files = {"/etc/hostname": etc / "hostname", "/etc/hosts": etc / "hosts", "/etc/resolv.conf": etc / "resolv.conf"}
-    files["/etc/hostname"].write_text(c.spec.hostname + "\n")
-    if not files["/etc/hosts"].exists() or c.spec.network in ("none", "host"):
+    etc = os.path.join(c.dir, "etc")
+    files = {f"/etc/{n}": os.path.join(etc, n) for n in ("hostname", "hosts", "resolv.conf")}
+
+    def write(name: str, text: str) -> None:
+        with open(files[name], "w") as f:
+            f.write(text)
+
+    write("/etc/hostname", c.spec.hostname + "\n")
+    if not os.path.exists(files["/etc/hosts"]) or c.spec.network in ("none", "host"):
         names = " ".join(dict.fromkeys([c.spec.hostname, c.name, *c.spec.aliases]))
         hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{names}\n"
         if c.spec.network == "host":
-            hosts = Path("/etc/hosts").read_text()
-        files["/etc/hosts"].write_text(hosts)
+            with open("/etc/hosts") as f:
+                hosts = f.read()
+        write("/etc/hosts", hosts)
     if c.spec.network == "host":
-        files["/etc/resolv.conf"].write_text(Path("/etc/resolv.conf").read_text())
+        with open("/etc/resolv.conf") as f:
+            write("/etc/resolv.conf", f.read())
     elif c.spec.network == "none":
-        files["/etc/resolv.conf"].write_text("")
+        write("/etc/resolv.conf", "")
     else:
         from devbox.runtime import network
 
-        files["/etc/resolv.conf"].write_text(network.resolv_conf())
-    return {k: os.fspath(v) for k, v in files.items()}
+        write("/etc/resolv.conf", network.resolv_conf())
+    return files
 
 
 class Prestarted:
@@ -267,8 +275,8 @@ class Prestarted:
         self.release()
 
 
-def _prestart_lock_path(cid: str) -> Path:
-    return paths.locks_dir() / f"prestart-{cid}.lock"
+def _prestart_lock_path(cid: str) -> str:
+    return os.path.join(paths.locks_dir(), f"prestart-{cid}.lock")
 
 
 def prestart(cid: str, network: str, stdio: tuple[int, int, int]) -> Prestarted:
@@ -284,7 +292,7 @@ def prestart(cid: str, network: str, stdio: tuple[int, int, int]) -> Prestarted:
     from devbox.runtime import cgroups
 
     lock_path = _prestart_lock_path(cid)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(paths.locks_dir(), exist_ok=True)
     lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock_fd, fcntl.LOCK_EX)
     cg = cgroups.manager_for(cid)
@@ -376,8 +384,8 @@ def _start(c: Container, *, foreground: bool, stdio: tuple[int, int, int] | None
         store = ImageStore()
         layers = [store.layer_dir(d) for d in c.spec.diff_ids]
         for p in layers:
-            if not p.is_dir():
-                raise errors.ImageError(f"layer {p.name[:12]} of image {c.spec.image} is missing",
+            if not os.path.isdir(p):
+                raise errors.ImageError(f"layer {os.path.basename(p)[:12]} of image {c.spec.image} is missing",
                                         hint=f"pull or import {c.spec.image} again")  # fmt: skip
         me_start = L.proc_start_time(os.getpid())
         c.state.update({"status": CREATING, "owner_pid": os.getpid(), "owner_start": me_start,
@@ -397,11 +405,11 @@ def _start(c: Container, *, foreground: bool, stdio: tuple[int, int, int] | None
             keep = mask(DEFAULT_CAPS) | mask(c.spec.caps_add)
             keep &= ~mask(c.spec.caps_drop)
             cfg = {
-                "rootfs": os.fspath(c.dir / "rootfs"),
-                "layers_dir": os.fspath(paths.layers_dir()),
-                "lowers": [p.name for p in reversed(layers)],
-                "upper": os.fspath(c.dir / "upper"),
-                "work": os.fspath(c.dir / "work"),
+                "rootfs": os.path.join(c.dir, "rootfs"),
+                "layers_dir": paths.layers_dir(),
+                "lowers": [os.path.basename(p) for p in reversed(layers)],
+                "upper": os.path.join(c.dir, "upper"),
+                "work": os.path.join(c.dir, "work"),
                 "etc_files": etc_files,
                 "mounts": [m.__dict__ for m in c.spec.mounts],
                 "network": c.spec.network,
@@ -427,7 +435,7 @@ def _start(c: Container, *, foreground: bool, stdio: tuple[int, int, int] | None
                 assert parent_sock is not None
                 pre.sock = None  # taken over: from here on this function's cleanup owns PID 1
                 try:
-                    parent_sock.send(b"C" + json.dumps(cfg).encode())
+                    parent_sock.send(b"C" + cjson.dumps(cfg).encode())
                 except OSError as e:  # EMSGSIZE: an environment of megabytes; EPIPE: PID 1 died
                     if chan.pid() is None:
                         raise errors.KernelError("the container's init exited before it was ready",
@@ -552,7 +560,7 @@ def _have_overlay() -> bool:
 
 def _raise_child_error(msg: bytes) -> None:
     try:
-        info = json.loads(msg[1:])
+        info = cjson.loads(msg[1:])
     except ValueError:
         info = {"kind": "internal", "message": msg.decode(errors="replace")}
     kind, text = info.get("kind"), info.get("message", "")
@@ -830,7 +838,7 @@ def remove(c: Container, force: bool = False) -> None:
                 _teardown(c)
             fsutil.rmtree(c.dir)
             with contextlib.suppress(FileNotFoundError):
-                (paths.locks_dir() / f"container-{c.id}.lock").unlink()
+                os.unlink(os.path.join(paths.locks_dir(), f"container-{c.id}.lock"))
         _remove_empty_cgroup_parents()
     finally:
         _wait_pending(c.id)  # a --rm run's network detach, started by wait_foreground
@@ -843,19 +851,21 @@ def _remove_empty_cgroup_parents() -> None:
     with _lock_all():
         for d in cgroups.group_dirs():
             with contextlib.suppress(OSError):  # ENOENT, or EBUSY/ENOTEMPTY: another container is there
-                d.rmdir()
+                os.rmdir(d)
 
 
 def reconcile() -> list[str]:
     """Clean up what a killed devbox left half-made. Returns the ids it cleaned."""
     cleaned = []
     base = paths.containers_dir()
-    if not base.is_dir():
+    try:
+        names = os.listdir(base)
+    except (FileNotFoundError, NotADirectoryError):
         return cleaned
-    for d in base.iterdir():
-        if d.name.startswith(".") and d.name.endswith(".tmp"):
-            fsutil.rmtree(d)
-            cleaned.append(d.name)
+    for n in names:
+        if n.startswith(".") and n.endswith(".tmp"):
+            fsutil.rmtree(os.path.join(base, n))
+            cleaned.append(n)
     for c in list_containers():
         st = c.state.get("status")
         if st == "broken":
@@ -885,7 +895,7 @@ def reconcile() -> list[str]:
                 cleaned.append(cid)
     if cleaned:
         _remove_empty_cgroup_parents()
-    if paths.networks_dir().is_dir():
+    if os.path.isdir(paths.networks_dir()):
         from devbox.runtime import network
 
         network.reconcile(known)

@@ -27,10 +27,8 @@ import _thread
 import errno
 import ipaddress
 import os
-import re
 import sys
 import time
-from pathlib import Path
 
 from devbox import fsutil, paths
 from devbox.errors import AlreadyExists, ConfigError, NetworkError, NetworkNotFound
@@ -39,6 +37,7 @@ from devbox.log import log
 from devbox.record import field, record
 from devbox.runtime import ipam, nft, rtnl
 from devbox.runtime.ports import PortSpec, check_port_free, conflicts
+from devbox.textmatch import ALNUM, LOWER_ALNUM, is_name
 
 TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
 if TYPE_CHECKING:
@@ -46,8 +45,9 @@ if TYPE_CHECKING:
 
 DEFAULT_NETWORK = "default"
 RESERVED_NAMES = ("none", "host", "bridge")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
+NAME_MAX = 64  # network names: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}
+HOSTNAME_MAX = 253  # names and aliases in /etc/hosts: [A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?
+_SLUG_CHARS = LOWER_ALNUM | frozenset("_-")
 BRIDGE_PREFIX = "dbx-"
 VETH_PREFIX = "dbx"
 IFNAMSIZ = 15
@@ -193,11 +193,11 @@ def _delete_links(names: list[str]) -> None:
 
 
 def _lock() -> Any:
-    return locked(paths.locks_dir() / "network.lock")
+    return locked(os.path.join(paths.locks_dir(), "network.lock"))
 
 
-def _net_path(name: str) -> Path:
-    return paths.networks_dir() / f"{name}.json"
+def _net_path(name: str) -> str:
+    return os.path.join(paths.networks_dir(), f"{name}.json")
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -211,10 +211,12 @@ def _load(name: str) -> dict[str, Any] | None:
 
 def _load_all() -> list[dict[str, Any]]:
     d = paths.networks_dir()
-    if not d.is_dir():
+    try:
+        names = sorted(n for n in os.listdir(d) if n.endswith(".json") and not n.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
         return []
     out = []
-    for p in sorted(d.glob("*.json")):
+    for p in (os.path.join(d, n) for n in names):
         try:
             net = read_json(p)
         except (OSError, ValueError):
@@ -241,8 +243,13 @@ def _public(net: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def is_hostname(s: str) -> bool:
+    """A container name or alias for /etc/hosts: [A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?"""
+    return is_name(s, HOSTNAME_MAX) and s[-1] in ALNUM
+
+
 def validate_name(name: str) -> None:
-    if not NAME_RE.match(name):
+    if not is_name(name, NAME_MAX):
         raise ConfigError(
             f"invalid network name {name!r}",
             hint="use letters, digits, '_', '.', '-' (at most 64 characters, starting with a letter or digit)",
@@ -252,7 +259,7 @@ def validate_name(name: str) -> None:
 
 
 def _bridge_name(name: str, taken: set[str]) -> str:
-    slug = re.sub(r"[^a-z0-9_-]", "-", name.lower())
+    slug = "".join(c if c in _SLUG_CHARS else "-" for c in name.lower())  # [^a-z0-9_-] -> "-"
     room = IFNAMSIZ - len(BRIDGE_PREFIX)
     cands = []
     if len(slug) <= room:
@@ -359,7 +366,10 @@ def _create_locked(name: str, subnet: str | None) -> dict[str, Any]:
         _save(net)
         nft.apply(nets + [net])
     except BaseException as e:
-        _net_path(name).unlink(missing_ok=True)
+        try:
+            os.unlink(_net_path(name))
+        except FileNotFoundError:
+            pass
         try:
             _delete_links([bridge])
             nft.apply(nets)
@@ -414,7 +424,10 @@ def remove_network(name: str, force: bool = False) -> None:
         dying = list(net.get("dying") or {})
         _delete_links([lease["host_veth"] for lease in net["leases"].values()] + dying + [net["bridge"]])
         nft.apply(rest)
-        _net_path(name).unlink(missing_ok=True)
+        try:
+            os.unlink(_net_path(name))
+        except FileNotFoundError:
+            pass
         for cid, lease in net["leases"].items():
             _write_hosts(cid, initial_hosts(lease.get("name") or cid[:12], None, lease.get("aliases", [])))
 
@@ -422,8 +435,8 @@ def remove_network(name: str, force: bool = False) -> None:
 # -- containers -----------------------------------------------------------------------------------
 
 
-def hosts_file(container_id: str) -> Path:
-    return paths.containers_dir() / container_id / "etc" / "hosts"
+def hosts_file(container_id: str) -> str:
+    return os.path.join(paths.containers_dir(), container_id, "etc", "hosts")
 
 
 def _hosts_line(ip: str, name: str | None, aliases: list[str]) -> str:
@@ -456,7 +469,7 @@ def _render_hosts(cid: str, net: dict[str, Any], own: dict[str, Any]) -> str:
     return text
 
 
-def write_in_place(path: Path, text: str) -> None:
+def write_in_place(path: str, text: str) -> None:
     """Rewrite a (bind-mounted) file keeping its inode: the container sees the new content."""
     fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
@@ -470,7 +483,7 @@ def write_in_place(path: Path, text: str) -> None:
 
 def _write_hosts(cid: str, text: str) -> None:
     path = hosts_file(cid)
-    if not path.parent.is_dir():  # the engine has not made (or already removed) the container dir
+    if not os.path.isdir(os.path.dirname(path)):  # the engine has not made (or already removed) the container dir
         return
     write_in_place(path, text)
 
@@ -483,7 +496,7 @@ def _update_hosts(net: dict[str, Any]) -> None:
 
 def _veth_name(cid: str, nets: list[dict[str, Any]]) -> str:
     taken = {lease["host_veth"]: c for n in nets for c, lease in n["leases"].items()}
-    clean = re.sub(r"[^a-z0-9]", "", cid.lower())
+    clean = "".join(c for c in cid.lower() if c in LOWER_ALNUM)  # without [^a-z0-9]
     room = IFNAMSIZ - len(VETH_PREFIX)
     cand = VETH_PREFIX + clean[:room]
     if len(clean) >= 4 and taken.get(cand, cid) == cid:
@@ -512,7 +525,7 @@ def attach(
     defer_rules=True leaves the published-port rules to a later apply_rules() call, which container
     start makes while the payload execs: the libnftables transaction is then off the critical path."""
     for n in [name, *aliases]:
-        if not HOSTNAME_RE.match(n):
+        if not is_hostname(n):
             raise ConfigError(f"invalid container name or alias {n!r} for /etc/hosts")
     t0 = time.monotonic()
     with _lock():
@@ -774,13 +787,15 @@ def resolv_conf(path: str = "/etc/resolv.conf", resolved: str = "/run/systemd/re
     - If nothing is left, FALLBACK_NAMESERVERS (1.1.1.1, 8.8.8.8) are used, as docker does.
     """
     try:
-        text = Path(path).read_text()
+        with open(path) as fh:
+            text = fh.read()
     except OSError:
         text = ""
     servers = [ln.split()[1] for ln in text.splitlines() if ln.split()[:1] == ["nameserver"] and len(ln.split()) > 1]
     if any(_is_loopback(s) for s in servers) and os.path.exists(resolved):
         try:
-            text = Path(resolved).read_text()
+            with open(resolved) as fh:
+                text = fh.read()
         except OSError:
             pass
     out: list[str] = []

@@ -40,11 +40,10 @@ Rules (B = a network's bridge, S = its subnet, G = its gateway, C:P = a box's ad
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 
-from devbox import fsutil, paths
+from devbox import cjson, fsutil, paths
 from devbox.errors import NetworkError
 from devbox.log import log
 
@@ -198,21 +197,34 @@ def _library() -> _LibNft | None:
     return _LIB or None
 
 
+def _split_error(line: str) -> tuple[str | None, str] | None:
+    r"""The groups (LINE or None, message) of `^(?:\S+?:(\d+):[\d-]+: )?Error: (.*)$` in `line` (one line
+    of str.splitlines(), so without "\n"), or None if it does not match. Without `re` (~9 ms to import)."""
+    where, space, rest = line.partition(" ")
+    if space and rest.startswith("Error: ") and where.endswith(":") and not any(c.isspace() for c in where):
+        parts = where[:-1].rsplit(":", 2)  # FILE (may hold ":"), LINE, COL
+        if (len(parts) == 3 and parts[0] and parts[1].isdecimal() and parts[2]
+                and all(c.isdecimal() or c == "-" for c in parts[2])):  # fmt: skip
+            return parts[1], rest[len("Error: ") :]
+    if line.startswith("Error: "):
+        return None, line[len("Error: ") :]
+    return None
+
+
 def _one_line(err: str, script: str) -> str:
     """nft's first error, with the script line it points at when nft names one (`nft -f -` prints
     `/dev/stdin:LINE:COL: Error: ...`; libnftables reading a buffer names no line)."""
-    import re
-
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     if not lines:
         return "unknown error"
-    m = re.match(r"^(?:\S+?:(\d+):[\d-]+: )?Error: (.*)$", lines[0])
+    m = _split_error(lines[0])
     if m is None:
         return lines[0]
+    lineno, message = m
     script_lines = script.splitlines()
-    if m.group(1) and 0 < int(m.group(1)) <= len(script_lines):
-        return f"{m.group(2)} in `{script_lines[int(m.group(1)) - 1].strip()}`"
-    return m.group(2)
+    if lineno and 0 < int(lineno) <= len(script_lines):
+        return f"{message} in `{script_lines[int(lineno) - 1].strip()}`"
+    return message
 
 
 def run_nft(script: str) -> None:
@@ -274,7 +286,7 @@ def list_table() -> dict[str, Any] | None:
     r = subprocess.run(["nft", "-j", "list", "table", FAMILY, table_name()], check=False, capture_output=True, text=True)
     if r.returncode != 0:
         return None
-    return json.loads(r.stdout)  # type: ignore[no-any-return]
+    return cjson.loads(r.stdout)  # type: ignore[no-any-return]
 
 
 def comments() -> list[str]:

@@ -23,11 +23,11 @@ Protocol on one SOCK_SEQPACKET socketpair (child end inherited by A and B, close
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import stat
 import sys
 
+from devbox import cjson
 from devbox.runtime import caps, users
 from devbox.runtime import linux as L
 
@@ -254,7 +254,7 @@ def _report_ready(cfg: dict[str, Any], chan: Any, stdio: tuple[int, int, int]) -
 
 def _report(chan: Any, kind: str, message: str) -> None:
     try:
-        chan.send(b"E" + json.dumps({"kind": kind, "message": message}).encode())
+        chan.send(b"E" + cjson.dumps({"kind": kind, "message": message}).encode())
     except OSError:
         pass
 
@@ -277,7 +277,7 @@ def child_b(cfg: dict[str, Any], chan: Any, stdio: tuple[int, int, int]) -> None
             msg = chan.recv(MAX_CFG)
             if msg[:1] != b"C":
                 os._exit(125)  # the start was abandoned (EOF): nothing was set up yet
-            cfg = json.loads(msg[1:])
+            cfg = cjson.loads(msg[1:])
         os.setsid()
         setup_rootfs(cfg)
         pivot(cfg["rootfs"])
@@ -328,13 +328,32 @@ def exec_payload(cfg: dict[str, Any], stdio: tuple[int, int, int], keep: set[int
     if not args:
         raise InitError("notfound", "no command given and the image has no Cmd or Entrypoint")
     try:
-        os.execvpe(args[0], args, env)
+        _execvpe(args[0], args, env)
     except FileNotFoundError:
         raise InitError("notfound", f"executable file {args[0]!r} not found in the container's $PATH") from None
     except PermissionError:
         raise InitError("noexec", f"{args[0]!r} is not executable in the container (permission denied)") from None
     except OSError as e:
         raise InitError("noexec", f"cannot execute {args[0]!r} in the container: {e.strerror}") from None
+
+
+def _execvpe(file: str, args: list[str], env: dict[str, str]) -> None:
+    """os.execvpe, step for step, without its os.get_exec_path(), which imports `warnings`: this runs
+    after pivot_root, where the host's standard library is out of reach, so it must import nothing
+    (a module some earlier import happened to load is no guarantee)."""
+    if os.path.dirname(file):
+        os.execve(file, args, env)
+    saved: OSError | None = None
+    last: OSError | None = None
+    for d in env.get("PATH", os.defpath).split(os.pathsep):
+        try:
+            os.execve(os.path.join(d, file), args, env)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            last = e
+        except OSError as e:
+            last = e
+            saved = saved or e
+    raise saved or last or FileNotFoundError(file)
 
 
 def _environment(env_list: list[str], user: Any, cfg: dict[str, Any]) -> dict[str, str]:

@@ -16,7 +16,6 @@ A value of None means "no limit" (and, for cpu_shares, the kernel default).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 
 from devbox.errors import ConfigError
@@ -32,7 +31,34 @@ MIN_CPU_SHARES = 2
 MAX_CPU_SHARES = 262144
 
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+# What the former regex's re.IGNORECASE matched for [kmgt] and i: also the Kelvin sign (U+212A, lowercase
+# "k") and U+0130/U+0131 (dotted I, dotless i). Kept, so that exactly the same values parse as before.
+_UNIT_CHARS = frozenset("kmgtKMGT\u212a")
+_I_CHARS = frozenset("iI\u0130\u0131")
+
+
+def _split_memory(value: str) -> tuple[str, str, str | None] | None:
+    r"""The groups of `^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$` (re.IGNORECASE) in `value`, or None:
+    (number, unit or "", "b"/"ib" suffix or None). Without `re`: it costs ~9 ms to import."""
+    s = value.strip()  # \s is str.isspace, as strip(); \d is str.isdecimal (any Unicode digit, as float())
+    n = len(s)
+    i = 0
+    while i < n and s[i].isdecimal():
+        i += 1
+    if i == 0:
+        return None
+    if i + 1 < n and s[i] == "." and s[i + 1].isdecimal():
+        i += 2
+        while i < n and s[i].isdecimal():
+            i += 1
+    number, rest = s[:i], s[i:].lstrip()
+    unit = rest[:1] if rest[:1] in _UNIT_CHARS else ""
+    suffix = rest[len(unit) :]
+    if not suffix:
+        return number, unit, None
+    if suffix in ("b", "B") or (len(suffix) == 2 and suffix[0] in _I_CHARS and suffix[1] in "bB"):
+        return number, unit, suffix
+    return None
 
 
 def _invalid(name: str, value: object, hint: str) -> ConfigError:
@@ -47,10 +73,10 @@ def parse_memory(value: str | int, name: str = "--memory") -> int:
     if isinstance(value, int):
         n = value
     elif isinstance(value, str):
-        m = _MEMORY_RE.match(value)
+        m = _split_memory(value)
         if not m:
             raise _invalid(name, value, hint)
-        number, unit, suffix = m.group(1), m.group(2).lower(), (m.group(3) or "").lower()
+        number, unit, suffix = m[0], m[1].lower(), (m[2] or "").lower()
         if suffix == "ib" and not unit:  # "512ib" is not a unit
             raise _invalid(name, value, hint)
         n = math.floor(float(number) * _UNITS[unit])
@@ -82,7 +108,7 @@ def _parse_int(value: str | int, name: str, hint: str) -> int:
         raise _invalid(name, value, hint)
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+    if isinstance(value, str) and value.strip().isdecimal():  # was re.fullmatch(r"\s*\d+\s*", value)
         return int(value)
     raise _invalid(name, value, hint)
 

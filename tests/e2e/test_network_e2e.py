@@ -13,9 +13,10 @@ import subprocess
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from helpers import devbox, ok, wait_for
+from helpers import DEVBOX, devbox, ok, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
@@ -150,6 +151,29 @@ def test_default_network(busybox_image: str) -> None:
     assert "nameserver " in r.stdout and "nameserver 127." not in r.stdout
     assert info["containers"] == {}
     devbox("network", "rm", "default")  # only succeeds when no other test uses it
+
+
+# Modules whose import costs milliseconds each and that `devbox run` does without (docs/architecture.md,
+# "Performance decisions"); pyroute2 is for network create/rm, not for a run on an existing network.
+HEAVY_MODULES = {"pathlib", "re", "enum", "json", "typing", "dataclasses", "inspect", "socket", "signal",
+                 "threading", "hashlib", "shutil", "tempfile", "subprocess", "selectors", "pyroute2"}  # fmt: skip
+
+
+def test_run_with_a_published_port_imports_no_heavy_module(busybox_image: str, net: Callable[..., str]) -> None:
+    """The real command, through the launcher setup.sh writes, under -X importtime: the modules a
+    `run --rm --network NET -p` loads, on a network that exists, include none of HEAVY_MODULES."""
+    n = net()
+    port = _free_port()
+    launcher = Path(DEVBOX)
+    python = launcher.read_text().splitlines()[0].removeprefix("#!").split()[0]
+    r = subprocess.run([python, "-S", "-X", "importtime", str(launcher), "run", "--rm", "--network", n,
+                        "-p", f"{port}:80", busybox_image, "/bin/true"],
+                       capture_output=True, text=True, timeout=60, env=os.environ)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    loaded = {ln.rsplit("|", 1)[1].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
+    assert {"devbox.runtime.network", "devbox.runtime.nft", "devbox.runtime.container"} <= loaded
+    heavy = {m for m in loaded if m.split(".")[0] in HEAVY_MODULES}
+    assert heavy == set(), f"devbox run imported {sorted(heavy)}"
 
 
 def test_rm_leaves_no_veth_lease_or_rule(busybox_image: str, net: Callable[..., str]) -> None:

@@ -145,9 +145,9 @@ def test_fixtures(session_root: Path, busybox_image: str, debian_image: str) -> 
 
     store = ImageStore(session_root)
     bb = ensure_image(store, busybox_image)
-    assert (store.layer_dirs(bb)[0] / "bin/busybox").is_file()
+    assert (Path(store.layer_dirs(bb)[0]) / "bin/busybox").is_file()
     deb = ensure_image(store, debian_image)
-    assert (store.layer_dirs(deb)[0] / "usr/bin/python3").exists()
+    assert (Path(store.layer_dirs(deb)[0]) / "usr/bin/python3").exists()
 
 
 @pytest.mark.debian
@@ -161,7 +161,7 @@ def test_ensure_image_bootstraps_debian_trixie(session_root: Path) -> None:
     store = ImageStore(session_root)
     img = ensure_image(store, "debian:trixie")
     assert img.ref == "debian:trixie" and img.config["config"]["Cmd"] == ["bash"]
-    layer = store.layer_dirs(img)[0]
+    layer = Path(store.layer_dirs(img)[0])
     assert 'VERSION_CODENAME=trixie' in (layer / "etc/os-release").read_text()
     assert (layer / "usr/bin/python3").exists() and (layer / "usr/bin/supervisord").exists()
     assert ensure_image(store, "debian:trixie").digest == img.digest  # second call: local

@@ -148,7 +148,7 @@ def boxes(root: Path) -> Iterator[Callable[..., Box]]:
 
     def make(name: str, argv: list[str]) -> Box:
         cid = uuid.uuid4().hex
-        hosts = network.hosts_file(cid)
+        hosts = Path(network.hosts_file(cid))
         hosts.parent.mkdir(parents=True)
         hosts.write_text(network.initial_hosts(name, None, []))
         script = f'mount --bind {hosts} /etc/hosts && exec "$@"'
@@ -493,7 +493,7 @@ def test_detach_and_network_rm_leave_nothing(boxes: Callable[..., Box], www: Pat
     assert f"dbx ctr {box.cid}" not in nft.comments()
     network.remove_network("tidy")
     assert _tagged_links() == [] and nft.list_table() is None
-    assert list((root_dir := network.paths.networks_dir()).glob("*.json")) == [], root_dir
+    assert list((root_dir := Path(network.paths.networks_dir())).glob("*.json")) == [], root_dir
 
 
 def test_reconcile_after_crash_and_reboot(boxes: Callable[..., Box], www: Path) -> None:
@@ -533,7 +533,7 @@ def test_reconcile_without_state(boxes: Callable[..., Box]) -> None:
     net = network.create_network("lost")
     box = boxes("box", ["sleep", "300"])
     att = network.attach(box.cid, box.pid, "lost", "box", [], [parse_port(f"{_free_port()}:80")])
-    for f in network.paths.networks_dir().glob("*.json"):
+    for f in Path(network.paths.networks_dir()).glob("*.json"):
         f.unlink()
     network.reconcile(set())
     assert net["bridge"] not in _tagged_links() and att.host_veth not in _tagged_links()

@@ -131,13 +131,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
 
 def assert_clean(store: ImageStore) -> None:
     assert store.list() == []
-    left = [p.name for p in store.tmp.iterdir()] if store.tmp.exists() else []
+    left = [p.name for p in Path(store.tmp).iterdir()] if Path(store.tmp).exists() else []
     assert left == [], f"temp files left: {left}"
 
 
 def test_fake_registry_pull_works(fake: FakeRegistry, store: ImageStore) -> None:
     img = pull.pull(store, f"{fake.host}/a/b:1")
-    assert (store.layer_dirs(img)[0] / "hello").read_bytes() == b"fake\n"
+    assert (Path(store.layer_dirs(img)[0]) / "hello").read_bytes() == b"fake\n"
 
 
 def test_stalling_registry_times_out(store: ImageStore) -> None:
@@ -228,7 +228,7 @@ def test_dropped_connection_is_resumed_with_range(fake: FakeRegistry, store: Ima
     fake.hook = hook
     img = pull.pull(store, f"{fake.host}/a/b:1")
     assert ranges == [None, f"bytes={len(layer) // 2}-"]
-    assert (store.layer_dirs(img)[0] / "big.bin").stat().st_size == 256 * 4096
+    assert (Path(store.layer_dirs(img)[0]) / "big.bin").stat().st_size == 256 * 4096
 
 
 def test_connection_dropped_every_time_gives_up(fake: FakeRegistry, store: ImageStore) -> None:
@@ -260,7 +260,7 @@ def test_redirect_to_other_host_drops_credentials(fake: FakeRegistry, store: Ima
     other.image = fake.image
     try:
         fake.basic = ("u", "p")
-        store_auth = Path(store.root.parent / "auth.json")
+        store_auth = Path(store.root).parent / "auth.json"
         from devbox.runtime.image import auth
 
         assert auth.auth_file() == store_auth
@@ -355,7 +355,7 @@ def test_diff_id_mismatch_registers_nothing(fake: FakeRegistry, store: ImageStor
     with pytest.raises(Exception, match="DiffID mismatch"):
         pull.pull(store, f"{fake.host}/a/b:1")
     assert_clean(store)
-    assert not any(store.layers.iterdir())
+    assert not any(Path(store.layers).iterdir())
 
 
 def test_media_type_says_gzip_but_layer_is_plain_tar(fake: FakeRegistry, store: ImageStore) -> None:
@@ -367,5 +367,5 @@ def test_media_type_says_gzip_but_layer_is_plain_tar(fake: FakeRegistry, store: 
     fake.image.layer = plain
     fake.image.manifest_doc["layers"][0].update(digest=sha(plain), size=len(plain))
     img = pull.pull(store, f"{fake.host}/a/b:1")
-    assert (store.layer_dirs(img)[0] / "hello").read_bytes() == b"fake\n"
-    assert [p.name for p in store.tmp.iterdir()] == []
+    assert (Path(store.layer_dirs(img)[0]) / "hello").read_bytes() == b"fake\n"
+    assert [p.name for p in Path(store.tmp).iterdir()] == []

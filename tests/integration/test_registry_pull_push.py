@@ -36,7 +36,7 @@ def store(tmp_path: Path) -> ImageStore:
 
 
 def no_scratch(store: ImageStore) -> None:
-    left = [p.name for p in store.tmp.iterdir()] if store.tmp.exists() else []
+    left = [p.name for p in Path(store.tmp).iterdir()] if Path(store.tmp).exists() else []
     assert left == [], f"temp files left behind: {left}"
 
 
@@ -67,7 +67,7 @@ def test_pull_image_skopeo_pushed(registry: Registry, skopeo_image: dict[str, st
     img = pull.pull(store, ref)
     assert img.ref == ref and img.digest == skopeo_image["manifest"]
     assert store.resolve(ref).digest == img.digest
-    (layer,) = store.layer_dirs(img)
+    (layer,) = map(Path, store.layer_dirs(img))
     assert (layer / "hello.txt").read_bytes() == FILES["hello.txt"]
     assert (layer / "usr/share/doc/x").read_bytes() == FILES["usr/share/doc/x"]
     # the registry digest is recorded, and resolve_digest asks the registry without downloading
@@ -75,11 +75,11 @@ def test_pull_image_skopeo_pushed(registry: Registry, skopeo_image: dict[str, st
     assert pull.resolve_digest(ref) == skopeo_image["manifest"]
     no_scratch(store)
     # a second pull finds everything present: no blob is downloaded again
-    before = {p.name: p.stat().st_mtime_ns for p in store.blobs.iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in Path(store.blobs).iterdir()}
     assert pull.pull(store, ref).digest == img.digest
-    assert {p.name: p.stat().st_mtime_ns for p in store.blobs.iterdir()} == before
+    assert {p.name: p.stat().st_mtime_ns for p in Path(store.blobs).iterdir()} == before
     # by digest: no tag, but resolvable through the record (what ensure_image's hook uses)
-    store2 = ImageStore(store.root.parent / "root2")
+    store2 = ImageStore(Path(store.root).parent / "root2")
     by_digest = f"{registry.ref('x/tiny')}@{img.digest}"
     img2 = pull.pull(store2, by_digest)
     assert img2.digest == img.digest and img2.ref is None
@@ -95,7 +95,7 @@ def test_pull_index_selects_host_platform(registry: Registry, skopeo_image: dict
     plat = f"{o}/{a}/{v}" if a in ("arm64", "arm") else f"{o}/{a}"
     assert img.digest == skopeo_image[f"multi:{plat}"]
     assert img.config["architecture"] == a
-    assert (store.layer_dirs(img)[0] / "arch").read_text().strip() == plat
+    assert (Path(store.layer_dirs(img)[0]) / "arch").read_text().strip() == plat
     assert pull.pulled_digest(ref, store.root) == skopeo_image["multi:index"]  # the lockfile pins the index
     assert pull.resolve_digest(ref) == skopeo_image["multi:index"]
     other = pull.pull(store, ref, platform="linux/arm/v7")

@@ -84,7 +84,7 @@ def test_one_pass_matches_a_separate_tar(store: ImageStore, tmp_path: Path) -> N
     assert img.diff_ids == ["sha256:" + hashlib.sha256(full).hexdigest()]
     layer = img.layers[0]
     assert layer["mediaType"] == OCI_LAYER_GZIP
-    blob = store.blob_path(layer["digest"]).read_bytes()
+    blob = Path(store.blob_path(layer["digest"])).read_bytes()
     assert layer["digest"] == "sha256:" + hashlib.sha256(blob).hexdigest() and layer["size"] == len(blob)
     assert gzip.decompress(blob) == full
     # the same tar imported the old way (file -> unpack) gives the same DiffID and the same tree
@@ -94,7 +94,7 @@ def test_one_pass_matches_a_separate_tar(store: ImageStore, tmp_path: Path) -> N
     dest.mkdir()
     res = unpack.unpack_file(sep, dest)
     assert res.diff_id == img.diff_ids[0]
-    got = store.layer_dirs(img)[0]
+    got = Path(store.layer_dirs(img)[0])
     assert tree(got) == tree(dest)
     assert (got / "dev").is_dir() and os.listdir(got / "dev") == []
     assert os.stat(got / "usr/bin/su").st_mode & 0o4000
@@ -178,7 +178,7 @@ def test_bootstrap_debian_streams_mmdebstrap(store: ImageStore, tmp_path: Path,
     img = bootstrap.bootstrap_debian(store, "bookworm", ref="debian:bookworm-x", packages=("redis-server",))
     assert seen == [["bookworm", *bootstrap.DEFAULT_PACKAGES, "redis-server"]]
     assert img.ref == "debian:bookworm-x"
-    assert (store.layer_dirs(img)[0] / "etc/os-release").read_text() == "VERSION_CODENAME=bookworm\n"
+    assert (Path(store.layer_dirs(img)[0]) / "etc/os-release").read_text() == "VERSION_CODENAME=bookworm\n"
     assert img.config["config"]["Labels"] == {"io.devbox.bootstrap": "debian:bookworm"}
 
 

@@ -50,7 +50,17 @@ V1_FILES = {
 }
 
 
-def touch(d: Path, files: dict[str, str]) -> None:
+def _P(x: object) -> object:
+    """The managers speak plain str paths (paths.py says why): as Paths, for comparing with tmp_path."""
+    if isinstance(x, dict):
+        return {k: Path(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [Path(v) for v in x]
+    return Path(x)  # type: ignore[arg-type]
+
+
+def touch(d: Path | str, files: dict[str, str]) -> None:
+    d = Path(d)
     d.mkdir(parents=True, exist_ok=True)
     (d / "cgroup.procs").write_text("")
     for name, content in files.items():
@@ -136,9 +146,9 @@ def test_v2_create_enables_controllers_root_and_group(tmp_path: Path, writes: li
         (sc_group, "+cpu"),
         (sc_group, "+pids"),
     ]
-    assert m.paths() == {"unified": root / "devbox/c1"}
-    assert m.join_paths() == [root / "devbox/c1/cgroup.procs"]
-    assert m.procs_path() == root / "devbox/c1/cgroup.procs"
+    assert _P(m.paths()) == {"unified": root / "devbox/c1"}
+    assert _P(m.join_paths()) == [root / "devbox/c1/cgroup.procs"]
+    assert _P(m.procs_path()) == root / "devbox/c1/cgroup.procs"
 
 
 def test_v2_create_enables_only_what_is_offered_and_missing(
@@ -176,7 +186,7 @@ def test_v2_apply_writes_exact_values(tmp_path: Path, writes: list[tuple[str, st
     m = make_v2(tmp_path)
     writes.clear()
     m.apply(Resources(memory=64 * M, cpus=0.5, cpu_shares=512, pids=32))
-    d = m.dir
+    d = Path(m.dir)
     assert writes == [
         (os.fspath(d / "memory.max"), str(64 * M)),
         (os.fspath(d / "memory.swap.max"), "0"),
@@ -212,11 +222,11 @@ def test_v2_apply_without_controller_names_it(tmp_path: Path) -> None:
 
 def test_v2_write_error_names_file_and_value(tmp_path: Path) -> None:
     m = make_v2(tmp_path)
-    (m.dir / "pids.max").unlink()
-    (m.dir / "pids.max").mkdir()  # writing to it fails with EISDIR
+    (Path(m.dir) / "pids.max").unlink()
+    (Path(m.dir) / "pids.max").mkdir()  # writing to it fails with EISDIR
     with pytest.raises(CgroupError) as e:
         m.apply(Resources(pids=32))
-    assert e.value.message.startswith(f"cannot write '32' to {m.dir / 'pids.max'}: ")
+    assert e.value.message.startswith(f"cannot write '32' to {Path(m.dir) / 'pids.max'}: ")
     assert e.value.hint
 
 
@@ -224,13 +234,13 @@ def test_v2_add_pid_pids_stats(tmp_path: Path, writes: list[tuple[str, str]]) ->
     m = make_v2(tmp_path)
     writes.clear()
     m.add_pid(4321)
-    assert writes == [(os.fspath(m.dir / "cgroup.procs"), "4321")]
-    (m.dir / "cgroup.procs").write_text("12\n7\n")
-    (m.dir / "sub").mkdir()
-    (m.dir / "sub/cgroup.procs").write_text("99\n")
+    assert writes == [(os.fspath(Path(m.dir) / "cgroup.procs"), "4321")]
+    (Path(m.dir) / "cgroup.procs").write_text("12\n7\n")
+    (Path(m.dir) / "sub").mkdir()
+    (Path(m.dir) / "sub/cgroup.procs").write_text("99\n")
     assert m.pids() == [7, 12, 99]
-    (m.dir / "memory.max").write_text(str(64 * M))
-    (m.dir / "memory.stat").write_text("anon 1000\nfile 2000\ninactive_file 234\n")
+    (Path(m.dir) / "memory.max").write_text(str(64 * M))
+    (Path(m.dir) / "memory.stat").write_text("anon 1000\nfile 2000\ninactive_file 234\n")
     assert m.stats() == {
         "memory_usage": 1000,
         "memory_limit": 64 * M,
@@ -243,11 +253,11 @@ def test_v2_add_pid_pids_stats(tmp_path: Path, writes: list[tuple[str, str]]) ->
 def test_v2_kill_all_uses_cgroup_kill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     m = make_v2(tmp_path)
     writes: list[tuple[str, str]] = []
-    _populate(monkeypatch, [m.dir / "cgroup.procs"])
+    _populate(monkeypatch, [Path(m.dir) / "cgroup.procs"])
     inner = cgroups.write
     monkeypatch.setattr(cgroups, "write", lambda p, v, h=None: (writes.append((os.fspath(p), str(v))), inner(p, v, h)))
     assert m.kill_all() is True
-    assert writes == [(os.fspath(m.dir / "cgroup.kill"), "1")]
+    assert writes == [(os.fspath(Path(m.dir) / "cgroup.kill"), "1")]
 
 
 def test_kill_all_of_an_empty_cgroup_writes_nothing(tmp_path: Path, writes: list[tuple[str, str]]) -> None:
@@ -261,9 +271,9 @@ def test_kill_all_of_an_empty_cgroup_writes_nothing(tmp_path: Path, writes: list
 def test_v2_kill_all_without_cgroup_kill_freezes(tmp_path: Path, writes: list[tuple[str, str]],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     m = make_v2(tmp_path)
-    (m.dir / "cgroup.kill").unlink()
-    (m.dir / "cgroup.events").write_text("populated 0\nfrozen 1")
-    signalled = _populate(monkeypatch, [m.dir / "cgroup.procs"])
+    (Path(m.dir) / "cgroup.kill").unlink()
+    (Path(m.dir) / "cgroup.events").write_text("populated 0\nfrozen 1")
+    signalled = _populate(monkeypatch, [Path(m.dir) / "cgroup.procs"])
     writes.clear()
     assert m.kill_all(signal.SIGTERM, timeout=0.1) is True
     assert [(Path(p).name, v) for p, v in writes] == [("cgroup.freeze", "1"), ("cgroup.freeze", "0")]
@@ -272,9 +282,9 @@ def test_v2_kill_all_without_cgroup_kill_freezes(tmp_path: Path, writes: list[tu
 
 def test_v2_remove_tolerates_missing_and_removes_subcgroups(tmp_path: Path) -> None:
     m = make_v2(tmp_path)
-    for f in list(m.dir.iterdir()):  # the kernel's files vanish with rmdir; the fake must empty the dir
+    for f in list(Path(m.dir).iterdir()):  # the kernel's files vanish with rmdir; the fake must empty the dir
         f.unlink()
-    (m.dir / "nested/deeper").mkdir(parents=True)
+    (Path(m.dir) / "nested/deeper").mkdir(parents=True)
     m.remove()
     assert not m.exists()
     m.remove()  # already gone: fine
@@ -299,7 +309,7 @@ def v1_tree(root: Path, comount: bool = False, hybrid: bool = True) -> Path:
 
 
 def v1_kernel_mkdir(m: V1Manager, missing: tuple[str, ...] = ()) -> None:
-    for name, d in m.paths().items():
+    for name, d in _P(m.paths()).items():
         if name in missing:
             continue
         files = dict(V1_FILES[name])
@@ -324,9 +334,9 @@ def make_v1(
 def test_v1_hybrid_layout(tmp_path: Path) -> None:
     m = make_v1(tmp_path)
     names = ["memory", "cpu", "cpuacct", "pids", "freezer", "systemd", "unified"]
-    assert m.paths() == {n: tmp_path / n / "devbox/c1" for n in names}
-    assert m.join_paths() == [tmp_path / n / "devbox/c1/cgroup.procs" for n in names]
-    assert m.procs_path() == tmp_path / "memory/devbox/c1/cgroup.procs"
+    assert _P(m.paths()) == {n: tmp_path / n / "devbox/c1" for n in names}
+    assert _P(m.join_paths()) == [tmp_path / n / "devbox/c1/cgroup.procs" for n in names]
+    assert _P(m.procs_path()) == tmp_path / "memory/devbox/c1/cgroup.procs"
     assert all((tmp_path / n / "devbox/c1").is_dir() for n in names)
     assert m.mode == "hybrid"
 
@@ -342,21 +352,21 @@ def test_v1_layout_is_looked_up_once_per_root(tmp_path: Path, monkeypatch: pytes
     first = len(calls)
     b = cgroups.manager_for("b2", root=root, mode="hybrid")
     assert first == 7 and len(calls) == first
-    assert a.join_paths() == [tmp_path / n / "devbox/a1/cgroup.procs"
+    assert _P(a.join_paths()) == [tmp_path / n / "devbox/a1/cgroup.procs"
                               for n in ("memory", "cpu", "pids", "freezer", "systemd", "unified")]
-    assert b.join_paths() == [p.parent.parent / "b2/cgroup.procs" for p in a.join_paths()]
+    assert _P(b.join_paths()) == [p.parent.parent / "b2/cgroup.procs" for p in _P(a.join_paths())]
 
 
 def test_v1_legacy_has_no_unified(tmp_path: Path) -> None:
     m = make_v1(tmp_path, hybrid=False)
-    assert "unified" not in m.paths() and m.mode == "legacy"
+    assert "unified" not in _P(m.paths()) and m.mode == "legacy"
 
 
 def test_v1_comounted_cpu_cpuacct_is_one_directory(tmp_path: Path, writes: list[tuple[str, str]]) -> None:
     m = make_v1(tmp_path, comount=True)
-    assert m.paths()["cpu"] == tmp_path / "cpu/devbox/c1"
-    assert m.paths()["cpuacct"] == tmp_path / "cpuacct/devbox/c1"
-    real = [os.path.realpath(p) for p in m.join_paths()]
+    assert _P(m.paths())["cpu"] == tmp_path / "cpu/devbox/c1"
+    assert _P(m.paths())["cpuacct"] == tmp_path / "cpuacct/devbox/c1"
+    real = [os.path.realpath(p) for p in _P(m.join_paths())]
     assert len(real) == len(set(real)) == 6
     assert (tmp_path / "cpu,cpuacct/devbox/c1").is_dir()
     writes.clear()
@@ -369,7 +379,7 @@ def test_v1_comount_without_symlinks(tmp_path: Path) -> None:
     (root / "cpu").unlink()
     (root / "cpuacct").unlink()
     m = cgroups.manager_for("c1", root=root, mode="hybrid")
-    assert m.paths()["cpu"] == root / "cpu,cpuacct/devbox/c1" == m.paths()["cpuacct"]
+    assert _P(m.paths())["cpu"] == root / "cpu,cpuacct/devbox/c1" == _P(m.paths())["cpuacct"]
 
 
 def test_v1_apply_writes_exact_values(tmp_path: Path, writes: list[tuple[str, str]]) -> None:
@@ -406,7 +416,7 @@ def test_v1_memory_raise_writes_memsw_first(tmp_path: Path, writes: list[tuple[s
 
 def test_v1_no_swap_accounting(tmp_path: Path, writes: list[tuple[str, str]]) -> None:
     m = make_v1(tmp_path)
-    (m.paths()["memory"] / "memory.memsw.limit_in_bytes").unlink()
+    (_P(m.paths())["memory"] / "memory.memsw.limit_in_bytes").unlink()
     writes.clear()
     m.apply(Resources(memory=64 * M))
     assert [Path(p).name for p, _ in writes if "memory" in p] == ["memory.limit_in_bytes"]
@@ -424,7 +434,7 @@ def test_v1_missing_controller(tmp_path: Path) -> None:
 def test_v1_kill_all_freezes_and_thaws(tmp_path: Path, writes: list[tuple[str, str]],
                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     m = make_v1(tmp_path)
-    signalled = _populate(monkeypatch, [d / "cgroup.procs" for d in m.dirs()])
+    signalled = _populate(monkeypatch, [Path(d, "cgroup.procs") for d in m.dirs()])
     writes.clear()
     assert m.kill_all() is True
     assert len(signalled) == 1
@@ -436,8 +446,8 @@ def test_v1_kill_all_freezes_and_thaws(tmp_path: Path, writes: list[tuple[str, s
 
 def test_v1_pids_union_and_stats(tmp_path: Path) -> None:
     m = make_v1(tmp_path)
-    (m.paths()["memory"] / "cgroup.procs").write_text("10\n11\n")
-    (m.paths()["freezer"] / "cgroup.procs").write_text("11\n12\n")
+    (_P(m.paths())["memory"] / "cgroup.procs").write_text("10\n11\n")
+    (_P(m.paths())["freezer"] / "cgroup.procs").write_text("11\n12\n")
     assert m.pids() == [10, 11, 12]
     assert m.stats() == {
         "memory_usage": 5000,
@@ -451,7 +461,7 @@ def test_v1_pids_union_and_stats(tmp_path: Path) -> None:
 def test_v1_remove_every_hierarchy(tmp_path: Path) -> None:
     m = make_v1(tmp_path, comount=True)
     for d in m.dirs():
-        for f in d.iterdir():
+        for f in Path(d).iterdir():
             f.unlink()
     m.remove()
     assert not m.exists()

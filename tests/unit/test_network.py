@@ -15,7 +15,6 @@ from devbox.errors import ConfigError, NetworkError, NetworkNotFound
 from devbox.runtime import network, nft
 from devbox.runtime.ports import parse_port
 
-
 # -- nft ----------------------------------------------------------------------------------------
 
 NET = {
@@ -221,7 +220,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Fakes:
 
 
 def _mkdir(cid: str) -> Path:
-    p = network.hosts_file(cid)
+    p = Path(network.hosts_file(cid))
     p.parent.mkdir(parents=True)
     p.write_text("")
     return p

@@ -35,10 +35,10 @@ def test_layout_and_write_resolve(store: ImageStore, tmp_path: Path) -> None:
     img, desc, diff_id = make_image(store, tmp_path, "docker.io/library/app:1")
     assert img.ref == "app:1"
     assert desc["mediaType"] == OCI_LAYER_GZIP and store.has_blob(desc["digest"])
-    assert json.loads((store.images / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
-    index = json.loads((store.images / "index.json").read_text())
+    assert json.loads((Path(store.images) / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    index = json.loads((Path(store.images) / "index.json").read_text())
     assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "app:1"
-    assert (store.layer_dir(diff_id) / "etc/msg").read_bytes() == b"hello"
+    assert (Path(store.layer_dir(diff_id)) / "etc/msg").read_bytes() == b"hello"
     for q in ("app:1", "library/app:1", img.digest, img.short_id, img.digest[:11], f"app@{img.digest}"):
         got = store.resolve(q)
         assert got.digest == img.digest and got.diff_ids == [diff_id]
@@ -104,7 +104,7 @@ def test_prune(store: ImageStore, tmp_path: Path) -> None:
 
 def test_missing_layer_names_the_fix(store: ImageStore, tmp_path: Path) -> None:
     img, _, diff_id = make_image(store, tmp_path, "app:1")
-    subprocess.run(["rm", "-rf", str(store.layer_dir(diff_id))], check=True)
+    subprocess.run(["rm", "-rf", str(Path(store.layer_dir(diff_id)))], check=True)
     with pytest.raises(ImageError) as ei:
         store.layer_dirs(img)
     assert "devbox pull" in ei.value.hint
@@ -115,14 +115,14 @@ def test_stale_tmp_is_cleaned(store: ImageStore, tmp_path: Path) -> None:
     make_image(store, tmp_path, "app:1")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = store.tmp / f"layer-{dead.pid}-12345-abcdef123456"
+    stale = Path(store.tmp) / f"layer-{dead.pid}-12345-abcdef123456"
     (stale / "sub").mkdir(parents=True)
     os.symlink("/etc", stale / "sub/evil")
-    mine = store.temp_dir("layer")  # owner alive: kept
-    other = store.tmp / "someone-elses-file"
+    mine = Path(store.temp_dir("layer"))  # owner alive: kept
+    other = Path(store.tmp) / "someone-elses-file"
     other.write_text("x")
     removed = store.clean_tmp()
-    assert stale in removed and not stale.exists() and os.path.exists("/etc/passwd")
+    assert str(stale) in removed and not stale.exists() and os.path.exists("/etc/passwd")
     assert mine.exists() and other.exists()
     os.rmdir(mine)
 
@@ -153,7 +153,7 @@ def test_add_manifest_with_annotations_and_expected_digest(store: ImageStore, tm
         store.add_manifest(raw, "app:2", expected="sha256:" + "2" * 64)
     got = store.add_manifest(raw, "app:2", expected=img.digest, annotations={"io.devbox.source": "reg/app:2"})
     assert got.digest == img.digest and got.ref == "app:2"
-    index = json.loads((store.images / "index.json").read_text())
+    index = json.loads((Path(store.images) / "index.json").read_text())
     entry2 = [e for e in index["manifests"] if e["annotations"].get("org.opencontainers.image.ref.name") == "app:2"]
     assert entry2[0]["annotations"]["io.devbox.source"] == "reg/app:2"
 
@@ -183,7 +183,7 @@ def test_kill_9_during_extraction_registers_nothing(store: ImageStore, tmp_path:
 def test_list_survives_a_broken_image(store: ImageStore, tmp_path: Path) -> None:
     a, _, _ = make_image(store, tmp_path, "a:1", b"a")
     b, _, _ = make_image(store, tmp_path, "b:1", b"b")
-    os.unlink(store.blob_path(a.digest))
+    os.unlink(Path(store.blob_path(a.digest)))
     assert [i.ref for i in store.list()] == ["b:1"]
     with pytest.raises(ImageError):
         store.resolve("a:1")

@@ -146,7 +146,7 @@ def test_digest_mismatch_stores_nothing(env: tuple[ImageStore, Path]) -> None:
     with pytest.raises(ImageError):
         store.put_blob_bytes(b"content", expected="sha256:" + "0" * 64)
     assert os.listdir(store.blobs) == [] and os.listdir(store.tmp) == []
-    f = store.temp_path("blob")
+    f = Path(store.temp_path("blob"))
     f.write_bytes(b"content")
     with pytest.raises(ImageError):
         store.put_blob_file(f, expected="sha256:" + "0" * 64)
@@ -179,7 +179,7 @@ def test_harmless_replacements_do_not_write_through(env: tuple[ImageStore, Path]
         entry("hl", data=b"new"),
     ])  # fmt: skip
     diff = store.unpack_layer(store.put_blob_bytes(data), OCI_LAYER, None)
-    d = store.layer_dir(diff)
+    d = Path(store.layer_dir(diff))
     assert (d / "s").read_bytes() == b"replaced" and not (d / "s").is_symlink()
     assert (d / "t").is_dir() and not (d / "t").is_symlink()
     assert (d / "orig").read_bytes() == b"o" and (d / "hl").read_bytes() == b"new"

@@ -19,18 +19,19 @@ from __future__ import annotations
 import _signal as signal  # the C module: signal.py's enums cost ~1 ms to import
 import errno
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from devbox.errors import CgroupError
 from devbox.runtime import linux
 from devbox.runtime.resources import Resources
+from devbox.textmatch import is_name
 
 TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
 if TYPE_CHECKING:
     from typing import Literal, Protocol
+
+    from devbox.paths import StrPath
 
     Mode = Literal["unified", "hybrid", "legacy"]
 else:  # at run time Manager is a plain documented interface
@@ -39,7 +40,11 @@ else:  # at run time Manager is a plain documented interface
 ROOT = "/sys/fs/cgroup"
 GROUP = "devbox"  # every container's cgroup is GROUP/<id> under each hierarchy
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ID_MAX = 128  # container ids: [A-Za-z0-9][A-Za-z0-9_.-]{0,127}
+
+
+def _is_id(s: str) -> bool:
+    return is_name(s, _ID_MAX)
 
 
 def detect(root: str | os.PathLike[str] = ROOT, statfs: Callable[[str], int] = linux.statfs_type) -> Mode:
@@ -105,18 +110,18 @@ class Manager(Protocol):
         """memory_usage (bytes, without inactive page cache, as docker stats), memory_limit (bytes),
         pids_current, pids_limit, cpu_usage_usec (cumulative); None if unknown or unlimited."""
 
-    def paths(self) -> dict[str, Path]:
+    def paths(self) -> dict[str, str]:
         """Controller/hierarchy name -> this container's cgroup directory."""
 
-    def procs_path(self) -> Path:
+    def procs_path(self) -> str:
         """The main cgroup.procs (the one limits and stats refer to)."""
 
-    def join_paths(self) -> list[Path]:
+    def join_paths(self) -> list[str]:
         """Every cgroup.procs file a new process of this container must be written into."""
 
 
 def check_id(container_id: str) -> str:
-    if not _ID_RE.match(container_id):
+    if not _is_id(container_id):
         raise ValueError(f"invalid container id for a cgroup name: {container_id!r}")
     return container_id
 
@@ -128,20 +133,20 @@ def manager_for(container_id: str, root: str | os.PathLike[str] = ROOT, mode: Mo
     if mode == "unified":
         from devbox.runtime.cgroups.v2 import V2Manager
 
-        return V2Manager(container_id, Path(root))
+        return V2Manager(container_id, os.fspath(root))
     from devbox.runtime.cgroups.v1 import V1Manager
 
-    return V1Manager(container_id, Path(root), hybrid=(mode == "hybrid"))
+    return V1Manager(container_id, os.fspath(root), hybrid=(mode == "hybrid"))
 
 
-def group_dirs(root: str | os.PathLike[str] = ROOT, mode: Mode | None = None) -> list[Path]:
+def group_dirs(root: str | os.PathLike[str] = ROOT, mode: Mode | None = None) -> list[str]:
     """Every `devbox/` parent directory of the setup at `root` (existing or not)."""
     mode = mode or detect(root)
     if mode == "unified":
-        return [Path(root) / GROUP]
+        return [os.path.join(root, GROUP)]
     from devbox.runtime.cgroups.v1 import hierarchy_dirs
 
-    return [d / GROUP for d in hierarchy_dirs(Path(root), hybrid=(mode == "hybrid")).values()]
+    return [os.path.join(d, GROUP) for d in hierarchy_dirs(os.fspath(root), hybrid=(mode == "hybrid")).values()]
 
 
 def list_containers(root: str | os.PathLike[str] = ROOT, mode: Mode | None = None) -> list[str]:
@@ -150,7 +155,7 @@ def list_containers(root: str | os.PathLike[str] = ROOT, mode: Mode | None = Non
     for d in group_dirs(root, mode):
         try:
             with os.scandir(d) as it:
-                ids.update(e.name for e in it if e.is_dir(follow_symlinks=False) and _ID_RE.match(e.name))
+                ids.update(e.name for e in it if e.is_dir(follow_symlinks=False) and _is_id(e.name))
         except FileNotFoundError:
             continue
     return sorted(ids)
@@ -170,7 +175,7 @@ _WRITE_HINTS = {
 }
 
 
-def write(path: Path, value: str | int, hint: str | None = None) -> None:
+def write(path: StrPath, value: str | int, hint: str | None = None) -> None:
     """Write `value` to a cgroup file in one write(2), as the kernel expects (v1.py and v2.py call it
     as `cgroups.write` so unit tests can record every write)."""
     data = str(value).encode()
@@ -188,7 +193,7 @@ def write(path: Path, value: str | int, hint: str | None = None) -> None:
         ) from e
 
 
-def read(path: Path) -> str | None:
+def read(path: StrPath) -> str | None:
     """Contents of a cgroup file, stripped; None if it does not exist."""
     try:
         with open(path) as f:
@@ -201,7 +206,7 @@ def read(path: Path) -> str | None:
         raise CgroupError(f"cannot read {path}: {e.strerror}") from e
 
 
-def read_int(path: Path) -> int | None:
+def read_int(path: StrPath) -> int | None:
     raw = read(path)
     if raw is None or raw == "max":
         return None
@@ -211,7 +216,7 @@ def read_int(path: Path) -> int | None:
         return None
 
 
-def read_keyed(path: Path) -> dict[str, str]:
+def read_keyed(path: StrPath) -> dict[str, str]:
     """A 'key value' per line file (cpu.stat, cgroup.events, memory.stat)."""
     raw = read(path) or ""
     out = {}
@@ -221,12 +226,12 @@ def read_keyed(path: Path) -> dict[str, str]:
     return out
 
 
-def read_procs(dirs: Iterable[Path]) -> list[int]:
+def read_procs(dirs: Iterable[StrPath]) -> list[int]:
     """Union of cgroup.procs of each dir and of every sub-cgroup below it."""
     pids: set[int] = set()
     for d in dirs:
         for sub, _, _ in os.walk(d):
-            raw = read(Path(sub) / "cgroup.procs")
+            raw = read(os.path.join(sub, "cgroup.procs"))
             if raw:
                 pids.update(int(p) for p in raw.split())
     return sorted(pids)
@@ -240,12 +245,12 @@ def signal_pids(pids: Iterable[int], sig: int) -> None:
             pass
 
 
-def rmdir_tree(path: Path, deadline: float) -> None:
+def rmdir_tree(path: StrPath, deadline: float) -> None:
     """rmdir `path` and its sub-cgroups (children first). Missing is fine; EBUSY is retried until
     `deadline` (the kernel releases a cgroup shortly after its last process is reaped)."""
-    if not path.is_dir():
+    if not os.path.isdir(path):
         return
-    subdirs = [Path(dp) for dp, _, _ in os.walk(path, topdown=False)]
+    subdirs = [dp for dp, _, _ in os.walk(path, topdown=False)]
     for d in subdirs:
         delay = 0.005
         while True:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import _signal as signal  # the C module: signal.py's enums cost ~1 ms to import
 import os
 import time
-from pathlib import Path
 
 from devbox.errors import CgroupError
 from devbox.runtime import cgroups as _cg
@@ -44,34 +43,34 @@ HIERARCHIES = ("memory", "cpu", "cpuacct", "pids", "freezer", "systemd")
 UNLIMITED = 1 << 62  # v1 reports "no limit" as LONG_MAX rounded down to a page
 
 
-def hierarchy_dirs(root: Path, hybrid: bool) -> dict[str, Path]:
+def hierarchy_dirs(root: str, hybrid: bool) -> dict[str, str]:
     """Name -> mount point of each hierarchy devbox uses that exists under `root`.
 
     `cpu` and `cpuacct` are found through their symlinks or, if those are missing, through a
     co-mounted directory such as `cpu,cpuacct`."""
-    out: dict[str, Path] = {}
+    out: dict[str, str] = {}
     try:
         entries = sorted(os.listdir(root))
     except FileNotFoundError:
         entries = []
     for name in HIERARCHIES:
-        p = root / name
-        if p.is_dir():
+        p = os.path.join(root, name)
+        if os.path.isdir(p):
             out[name] = p
             continue
         for e in entries:
-            if name in e.split(",") and (root / e).is_dir():
-                out[name] = root / e
+            if name in e.split(",") and os.path.isdir(os.path.join(root, e)):
+                out[name] = os.path.join(root, e)
                 break
-    if hybrid and (root / "unified").is_dir():
-        out["unified"] = root / "unified"
+    if hybrid and os.path.isdir(os.path.join(root, "unified")):
+        out["unified"] = os.path.join(root, "unified")
     return out
 
 
-_LAYOUTS: dict[tuple[str, bool], tuple[dict[str, Path], list[str]]] = {}
+_LAYOUTS: dict[tuple[str, bool], tuple[dict[str, str], list[str]]] = {}
 
 
-def _layout(root: Path, hybrid: bool) -> tuple[dict[str, Path], list[str]]:
+def _layout(root: str, hybrid: bool) -> tuple[dict[str, str], list[str]]:
     """hierarchy_dirs(root, hybrid) and the names of the distinct hierarchies among them (co-mounted
     cpu,cpuacct are one directory), found once per process: a command builds several managers, and
     the listing, is_dir and realpath calls cost ~0.2 ms per manager. Mounting or unmounting a hierarchy while
@@ -92,33 +91,33 @@ def _layout(root: Path, hybrid: bool) -> tuple[dict[str, Path], list[str]]:
 
 
 class V1Manager:
-    def __init__(self, container_id: str, root: Path, hybrid: bool) -> None:
+    def __init__(self, container_id: str, root: str, hybrid: bool) -> None:
         self.container_id = container_id
         self.root = root
         self.mode: Mode = "hybrid" if hybrid else "legacy"
         self._hier, distinct = _layout(root, hybrid)
-        self._paths = {name: d / GROUP / container_id for name, d in self._hier.items()}
+        self._paths = {name: os.path.join(d, GROUP, container_id) for name, d in self._hier.items()}
         # One directory per real hierarchy: co-mounted cpu,cpuacct are the same directory.
-        self._dirs: list[Path] = [self._paths[name] for name in distinct]
+        self._dirs: list[str] = [self._paths[name] for name in distinct]
 
     # -- layout ---------------------------------------------------------------------------------------
 
-    def paths(self) -> dict[str, Path]:
+    def paths(self) -> dict[str, str]:
         return dict(self._paths)
 
-    def dirs(self) -> list[Path]:
+    def dirs(self) -> list[str]:
         """The distinct cgroup directories (one per mounted hierarchy)."""
         return list(self._dirs)
 
-    def procs_path(self) -> Path:
+    def procs_path(self) -> str:
         main = self._paths.get("memory") or self._paths.get("pids") or self._dirs[0]
-        return main / "cgroup.procs"
+        return os.path.join(main, "cgroup.procs")
 
-    def join_paths(self) -> list[Path]:
-        return [d / "cgroup.procs" for d in self._dirs]
+    def join_paths(self) -> list[str]:
+        return [os.path.join(d, "cgroup.procs") for d in self._dirs]
 
     def exists(self) -> bool:
-        return any(d.is_dir() for d in self._dirs)
+        return any(os.path.isdir(d) for d in self._dirs)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -130,23 +129,23 @@ class V1Manager:
             )
         for d in self._dirs:
             try:
-                d.mkdir(parents=True, exist_ok=True)
+                os.makedirs(d, exist_ok=True)
             except OSError as e:
                 raise CgroupError(
                     f"cannot create cgroup {d}: {e.strerror}",
                     hint="devbox must run as root with /sys/fs/cgroup writable",
                 ) from e
 
-    def _file(self, controller: str, filename: str, required: bool) -> Path | None:
+    def _file(self, controller: str, filename: str, required: bool) -> str | None:
         d = self._paths.get(controller)
-        p = d / filename if d is not None else None
-        if p is not None and p.exists():
+        p = os.path.join(d, filename) if d is not None else None
+        if p is not None and os.path.exists(p):
             return p
         if required:
             raise CgroupError(
                 f"the {controller} cgroup controller is not available (no {filename} under "
-                f"{d or self.root / controller})",
-                hint=f"mount it: mount -t cgroup -o {controller} cgroup {self.root / controller}",
+                f"{d or os.path.join(self.root, controller)})",
+                hint=f"mount it: mount -t cgroup -o {controller} cgroup {os.path.join(self.root, controller)}",
             )
         return None
 
@@ -187,18 +186,18 @@ class V1Manager:
             _cg.write(p, pid)
 
     def pids(self) -> list[int]:
-        return read_procs(d for d in self._dirs if d.is_dir())
+        return read_procs(d for d in self._dirs if os.path.isdir(d))
 
     def freeze(self, timeout: float = 5.0) -> bool:
         d = self._paths.get("freezer")
-        if d is None or not (d / "freezer.state").exists():
+        if d is None or not os.path.exists(os.path.join(d, "freezer.state")):
             return False
         deadline = time.monotonic() + timeout
         while True:
             # As runc does: re-request FROZEN until the state reads FROZEN (FREEZING can stall when a
             # task is mid-fork; asking again makes the kernel retry).
-            _cg.write(d / "freezer.state", "FROZEN")
-            if read(d / "freezer.state") == "FROZEN":
+            _cg.write(os.path.join(d, "freezer.state"), "FROZEN")
+            if read(os.path.join(d, "freezer.state")) == "FROZEN":
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -206,8 +205,8 @@ class V1Manager:
 
     def thaw(self) -> None:
         d = self._paths.get("freezer")
-        if d is not None and (d / "freezer.state").exists():
-            _cg.write(d / "freezer.state", "THAWED")
+        if d is not None and os.path.exists(os.path.join(d, "freezer.state")):
+            _cg.write(os.path.join(d, "freezer.state"), "THAWED")
 
     def kill_all(self, sig: int = signal.SIGKILL, timeout: float = 5.0) -> bool:
         if not self.exists():
@@ -243,18 +242,18 @@ class V1Manager:
         mem = self._paths.get("memory")
         pids = self._paths.get("pids")
         acct = self._paths.get("cpuacct")
-        limit = read_int(mem / "memory.limit_in_bytes") if mem else None
-        usage_ns = read_int(acct / "cpuacct.usage") if acct else None
+        limit = read_int(os.path.join(mem, "memory.limit_in_bytes")) if mem else None
+        usage_ns = read_int(os.path.join(acct, "cpuacct.usage")) if acct else None
         return {
             "memory_usage": memory_usage(
-                read_int(mem / "memory.usage_in_bytes"),
-                read_keyed(mem / "memory.stat").get("total_inactive_file"),
+                read_int(os.path.join(mem, "memory.usage_in_bytes")),
+                read_keyed(os.path.join(mem, "memory.stat")).get("total_inactive_file"),
             )
             if mem
             else None,
             "memory_limit": None if limit is None or limit >= UNLIMITED else limit,
-            "pids_current": read_int(pids / "pids.current") if pids else None,
-            "pids_limit": read_int(pids / "pids.max") if pids else None,
+            "pids_current": read_int(os.path.join(pids, "pids.current")) if pids else None,
+            "pids_limit": read_int(os.path.join(pids, "pids.max")) if pids else None,
             "cpu_usage_usec": None if usage_ns is None else usage_ns // 1000,
         }
 

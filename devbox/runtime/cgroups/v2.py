@@ -15,7 +15,6 @@ from __future__ import annotations
 import _signal as signal  # the C module: signal.py's enums cost ~1 ms to import
 import os
 import time
-from pathlib import Path
 
 from devbox.errors import CgroupError
 from devbox.runtime import cgroups as _cg
@@ -44,62 +43,69 @@ _ENABLE_HINT = (
 )
 
 
+def _mkdir(path: str) -> None:
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+
+
 class V2Manager:
     mode: Mode = "unified"
 
-    def __init__(self, container_id: str, root: Path) -> None:
+    def __init__(self, container_id: str, root: str) -> None:
         self.container_id = container_id
         self.root = root
-        self.dir = root / GROUP / container_id
+        self.dir = os.path.join(root, GROUP, container_id)
 
     # -- layout ---------------------------------------------------------------------------------------
 
-    def paths(self) -> dict[str, Path]:
+    def paths(self) -> dict[str, str]:
         return {"unified": self.dir}
 
-    def procs_path(self) -> Path:
-        return self.dir / "cgroup.procs"
+    def procs_path(self) -> str:
+        return os.path.join(self.dir, "cgroup.procs")
 
-    def join_paths(self) -> list[Path]:
+    def join_paths(self) -> list[str]:
         return [self.procs_path()]
 
     def exists(self) -> bool:
-        return self.dir.is_dir()
+        return os.path.isdir(self.dir)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
     @staticmethod
-    def _enable(parent: Path) -> None:
+    def _enable(parent: str) -> None:
         """Enable CONTROLLERS for the children of `parent`, those the kernel offers there."""
-        available = (read(parent / "cgroup.controllers") or "").split()
-        enabled = (read(parent / "cgroup.subtree_control") or "").split()
+        available = (read(os.path.join(parent, "cgroup.controllers")) or "").split()
+        enabled = (read(os.path.join(parent, "cgroup.subtree_control")) or "").split()
         for c in CONTROLLERS:
             if c in available and c not in enabled:
-                path = parent / "cgroup.subtree_control"
+                path = os.path.join(parent, "cgroup.subtree_control")
                 _cg.write(path, f"+{c}")
 
     def create(self) -> None:
         self._enable(self.root)
-        group = self.root / GROUP
+        group = os.path.join(self.root, GROUP)
         try:
-            group.mkdir(exist_ok=True)
+            _mkdir(group)
             self._enable(group)
-            self.dir.mkdir(exist_ok=True)
+            _mkdir(self.dir)
         except OSError as e:
             raise CgroupError(
                 f"cannot create cgroup {self.dir}: {e.strerror}",
                 hint="devbox must run as root with /sys/fs/cgroup writable",
             ) from e
 
-    def _need(self, controller: str, filename: str) -> Path | None:
+    def _need(self, controller: str, filename: str) -> str | None:
         """The control file, or None when the controller is not enabled here."""
-        p = self.dir / filename
-        return p if p.exists() else None
+        p = os.path.join(self.dir, filename)
+        return p if os.path.exists(p) else None
 
-    def _require(self, controller: str, filename: str) -> Path:
+    def _require(self, controller: str, filename: str) -> str:
         p = self._need(controller, filename)
         if p is None:
-            parent = self.dir.parent / "cgroup.subtree_control"
+            parent = os.path.join(os.path.dirname(self.dir), "cgroup.subtree_control")
             raise CgroupError(
                 f"the {controller} controller is not available in {self.dir} (no {filename})",
                 hint=_ENABLE_HINT.format(c=controller, path=parent),
@@ -137,23 +143,23 @@ class V2Manager:
         _cg.write(self.procs_path(), pid)
 
     def pids(self) -> list[int]:
-        return read_procs([self.dir]) if self.dir.is_dir() else []
+        return read_procs([self.dir]) if os.path.isdir(self.dir) else []
 
     def freeze(self, timeout: float = 5.0) -> bool:
-        p = self.dir / "cgroup.freeze"
-        if not p.exists():
+        p = os.path.join(self.dir, "cgroup.freeze")
+        if not os.path.exists(p):
             return False
         _cg.write(p, 1)
         deadline = time.monotonic() + timeout
-        while read_keyed(self.dir / "cgroup.events").get("frozen") != "1":
-            if time.monotonic() >= deadline or not self.dir.is_dir():
+        while read_keyed(os.path.join(self.dir, "cgroup.events")).get("frozen") != "1":
+            if time.monotonic() >= deadline or not os.path.isdir(self.dir):
                 return False
             time.sleep(0.002)
         return True
 
     def thaw(self) -> None:
-        p = self.dir / "cgroup.freeze"
-        if p.exists():
+        p = os.path.join(self.dir, "cgroup.freeze")
+        if os.path.exists(p):
             _cg.write(p, 0)
 
     def kill_all(self, sig: int = signal.SIGKILL, timeout: float = 5.0) -> bool:
@@ -162,8 +168,8 @@ class V2Manager:
         if not self.pids():
             return True  # empty (the usual case after a run): nothing in it can fork
         deadline = time.monotonic() + timeout
-        kill_file = self.dir / "cgroup.kill"
-        if sig == signal.SIGKILL and kill_file.exists():
+        kill_file = os.path.join(self.dir, "cgroup.kill")
+        if sig == signal.SIGKILL and os.path.exists(kill_file):
             # Kernel >= 5.14: SIGKILL to the whole subtree, race-free against forks.
             _cg.write(kill_file, 1)
             if wait_empty(self, deadline):
@@ -191,15 +197,15 @@ class V2Manager:
         rmdir_tree(self.dir, time.monotonic() + timeout)
 
     def stats(self) -> dict[str, int | None]:
-        usage = read_keyed(self.dir / "cpu.stat").get("usage_usec")
+        usage = read_keyed(os.path.join(self.dir, "cpu.stat")).get("usage_usec")
         return {
             "memory_usage": memory_usage(
-                read_int(self.dir / "memory.current"),
-                read_keyed(self.dir / "memory.stat").get("inactive_file"),
+                read_int(os.path.join(self.dir, "memory.current")),
+                read_keyed(os.path.join(self.dir, "memory.stat")).get("inactive_file"),
             ),
-            "memory_limit": read_int(self.dir / "memory.max"),
-            "pids_current": read_int(self.dir / "pids.current"),
-            "pids_limit": read_int(self.dir / "pids.max"),
+            "memory_limit": read_int(os.path.join(self.dir, "memory.max")),
+            "pids_current": read_int(os.path.join(self.dir, "pids.current")),
+            "pids_limit": read_int(os.path.join(self.dir, "pids.max")),
             "cpu_usage_usec": int(usage) if usage and usage.isdigit() else None,
         }
 

@@ -159,7 +159,7 @@ def get_credentials(registry: str) -> tuple[str, str] | None:
 def _save(path: Path, data: dict) -> None:  # type: ignore[type-arg]
     user = _invoking_user()
     created_dir = not path.parent.exists()
-    fsutil.write_json(path, data, mode=0o600)
+    fsutil.write_json(path, data, mode=0o600, indent=2)  # a file people edit by hand
     if user is not None and not os.environ.get(ENV_AUTH_FILE):
         with contextlib.suppress(OSError):
             os.chown(path, user.pw_uid, user.pw_gid)
@@ -220,7 +220,7 @@ def is_loopback(registry: str) -> bool:
 def insecure_registries(root: Path | None = None) -> set[str]:
     """Registries the user marked insecure (env and `<state root>/registries.json`)."""
     out = {x.strip() for x in os.environ.get(ENV_INSECURE, "").split(",") if x.strip()}
-    path = (root or paths.state_root()) / REGISTRIES_FILE
+    path = Path(root or paths.state_root(), REGISTRIES_FILE)
     try:
         data = fsutil.read_json(path)
     except FileNotFoundError:

@@ -381,8 +381,8 @@ def import_rootfs_stream(store: ImageStore, argv: list[str], suite: str, ref: st
 
     log.info("+ %s", " ".join(argv))
     with store.transaction():
-        layer_tmp = store.temp_dir("layer")
-        blob_tmp = store.temp_path("blob")
+        layer_tmp = Path(store.temp_dir("layer"))
+        blob_tmp = Path(store.temp_path("blob"))
         gz_argv = [sys.executable, "-I", "-S", "-c", _GZIP_CHILD, os.fspath(blob_tmp), str(GZIP_LEVEL)]
         gz_argv += unpack._isal_path()
         gz = proc = None
@@ -429,7 +429,7 @@ def import_rootfs_stream(store: ImageStore, argv: list[str], suite: str, ref: st
             blob, size_s = out.decode().split()
             log.debug("bootstrap stream: %d entries, %d bytes, %s gzip bytes, extracted in %.2fs after the first byte",
                       res.entries, res.size, size_s, time.monotonic() - t0)  # fmt: skip
-            dst = store.blob_path(blob)
+            dst = Path(store.blob_path(blob))
             if dst.exists():
                 blob_tmp.unlink()
             else:
@@ -466,7 +466,7 @@ def import_bootstrap_tar(store: ImageStore, tar: Path, suite: str, ref: str | No
     created_by = " ".join(mmdebstrap_argv(suite, pkgs, mirror, keyring))
     with store.transaction():
         blob = store.put_blob_file(tar)  # moved when under tmp/, copied otherwise (the cache stays)
-        size = store.blob_path(blob).stat().st_size
+        size = Path(store.blob_path(blob)).stat().st_size
         diff_id = store.unpack_layer(blob, OCI_LAYER_GZIP, None)
         config = importer.default_config([diff_id], created_by=created_by, cmd=["bash"],
                                          comment=f"devbox image bootstrap debian:{suite}",

@@ -76,7 +76,7 @@ def content_hash(path: Path) -> str:
 
 
 def _cache_file(key: str) -> Path:
-    return paths.cache_dir() / "build" / key
+    return Path(paths.cache_dir(), "build", key)
 
 
 def _descriptors(img: Image) -> list[dict[str, Any]]:
@@ -194,7 +194,7 @@ def _copy_into(root: Path, step: Step) -> None:
 
 def _layer_from_tree(store: ImageStore, parent: Image, cfg: dict[str, Any], step: Step,
                      fill: Callable[[Path], None]) -> Image:  # fmt: skip
-    paths.tmp_dir().mkdir(parents=True, exist_ok=True)
+    os.makedirs(paths.tmp_dir(), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=paths.tmp_dir(), prefix="build-") as tmp:
         root = Path(tmp) / "root"
         root.mkdir()
@@ -242,12 +242,12 @@ def _run_in_container(store: ImageStore, parent: Image, cfg: dict[str, Any], ste
         if code != 0:
             raise errors.BuildError(f"build step `{step.describe()}` failed with exit code {code}",
                                     hint="its output is above; fix the step and run again")  # fmt: skip
-        upper = box.upper
+        upper = Path(box.upper)
         for rel in _ENGINE_FILES:
             p = upper / rel
             if p.is_file() and not p.is_symlink() and p.stat().st_size == 0:
                 p.unlink()
-        paths.tmp_dir().mkdir(parents=True, exist_ok=True)
+        os.makedirs(paths.tmp_dir(), exist_ok=True)
         with tempfile.TemporaryDirectory(dir=paths.tmp_dir(), prefix="build-") as tmp:
             return _commit_tree(store, parent, cfg, step, upper, Path(tmp))
     finally:

@@ -217,13 +217,13 @@ def commit(store: ImageStore, container: Any, ref: str | None = None, *, message
     norm = reference.normalize(ref) if ref else None  # a bad name fails before any work
     with store.transaction():
         parent = lower_image(store, container)
-        lowers = list(reversed(store.ensure_layers(parent)))
+        lowers = [Path(p) for p in reversed(store.ensure_layers(parent))]
         upper = Path(container.upper)
         if not upper.is_dir():
             raise errors.IncorrectStatus(f"container {container.name} has no writable layer",
                                          hint="its state directory is incomplete; recreate it")  # fmt: skip
         targets = [m.target for m in container.spec.mounts]
-        tar = store.temp_path("tar")
+        tar = Path(store.temp_path("tar"))
         try:
             t0 = time.monotonic()
             with frozen(container, pause):

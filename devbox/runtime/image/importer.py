@@ -130,7 +130,7 @@ def load_archive(store: ImageStore, path: Path, ref: str | None = None) -> list[
             return [_import_rootfs(store, path, ref)]
         if kind == "oci-layout":
             return _import_layout_dir(store, path, ref)
-        tmp = store.temp_dir("import")
+        tmp = Path(store.temp_dir("import"))
         try:
             with unpack.open_decompressed(path) as r:
                 unpack.extract(r, tmp)
@@ -149,7 +149,7 @@ def _import_rootfs(store: ImageStore, path: Path, ref: str) -> Image:
     blob = store.put_blob_file(path)
     media = _COMPRESSED_MEDIA[kind]
     diff_id = store.unpack_layer(blob, media, None)
-    size = store.blob_path(blob).stat().st_size
+    size = Path(store.blob_path(blob)).stat().st_size
     cfg = default_config([diff_id], created_by=f"devbox image import {path.name}", comment="imported rootfs")
     return store.write_image(cfg, [{"mediaType": media, "digest": blob, "size": size}], ref)
 
@@ -189,11 +189,11 @@ def _register_image(store: ImageStore, config_raw: bytes, config_digest: str, la
     for i, (lf, diff_id) in enumerate(zip(layer_files, diff_ids, strict=True)):
         expected = manifest["layers"][i]["digest"] if manifest else None
         digest = store.put_blob_file(lf, expected)
-        media = manifest["layers"][i].get("mediaType") if manifest else _COMPRESSED_MEDIA[unpack.sniff_compression(store.blob_path(digest))]
+        media = manifest["layers"][i].get("mediaType") if manifest else _COMPRESSED_MEDIA[unpack.sniff_compression(Path(store.blob_path(digest)))]
         if media not in LAYER_TYPES:
             raise ImageError(f"unsupported layer media type {media!r}", hint="devbox handles tar layers")
         store.unpack_layer(digest, media, diff_id)
-        descs.append({"mediaType": media, "digest": digest, "size": store.blob_path(digest).stat().st_size})
+        descs.append({"mediaType": media, "digest": digest, "size": Path(store.blob_path(digest)).stat().st_size})
     if manifest_raw is not None:
         return store.add_manifest(manifest_raw, ref, expected=manifest_digest)
     cfg_media = OCI_CONFIG
@@ -297,7 +297,7 @@ def export_image(store: ImageStore, ref: str, out: Path, format: str = "oci") ->
         if not store.has_blob(b):
             raise ImageNotFound(f"blob {b[:19]} of {ref} is missing", hint=f"pull or import {ref} again")
     desc: dict[str, Any] = {"mediaType": img.manifest.get("mediaType") or OCI_MANIFEST, "digest": img.digest,
-                            "size": store.blob_path(img.digest).stat().st_size}  # fmt: skip
+                            "size": Path(store.blob_path(img.digest)).stat().st_size}  # fmt: skip
     if name:
         full = reference.parse(name)
         desc["annotations"] = {"io.containerd.image.name": f"{full.registry}/{full.repository}:{full.tag or 'latest'}",
@@ -328,7 +328,7 @@ def export_image(store: ImageStore, ref: str, out: Path, format: str = "oci") ->
                 if b in seen:
                     continue
                 seen.add(b)
-                p = store.blob_path(b)
+                p = Path(store.blob_path(b))
                 ti = tarfile.TarInfo(f"blobs/sha256/{b.split(':', 1)[1]}")
                 ti.size, ti.mode = p.stat().st_size, 0o644
                 with open(p, "rb") as f:

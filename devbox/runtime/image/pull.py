@@ -157,11 +157,11 @@ def _mb(n: int | None) -> str:
 # --- records: registry digests and blob sources -----------------------------------------------------
 
 
-def _record_path(root: Path) -> Path:
-    return paths.cache_dir(root) / RECORD_FILE
+def _record_path(root: Path | str) -> Path:
+    return Path(paths.cache_dir(root), RECORD_FILE)
 
 
-def _read_records(root: Path) -> dict[str, Any]:
+def _read_records(root: Path | str) -> dict[str, Any]:
     try:
         data = fsutil.read_json(_record_path(root))
         return data if isinstance(data, dict) else {}
@@ -170,11 +170,11 @@ def _read_records(root: Path) -> dict[str, Any]:
 
 
 def _update_records(
-    root: Path, pulled: dict[str, Any] | None = None, blobs: dict[str, str] | None = None
+    root: Path | str, pulled: dict[str, Any] | None = None, blobs: dict[str, str] | None = None
 ) -> None:
     """Merge `pulled` (ref -> info) and `blobs` (digest -> "registry/repository") into the record file."""
     path = _record_path(root)
-    with fsutil.locked(paths.locks_dir(root) / "registry-records.lock"):
+    with fsutil.locked(os.path.join(paths.locks_dir(root), "registry-records.lock")):
         data = _read_records(root)
         data.setdefault("pulled", {}).update(pulled or {})
         src = data.setdefault("blob_sources", {})
@@ -184,13 +184,13 @@ def _update_records(
         fsutil.write_json(path, data)
 
 
-def pulled_digest(ref: str, root: Path | None = None) -> str | None:
+def pulled_digest(ref: str, root: Path | str | None = None) -> str | None:
     """The registry digest `ref` had when it was last pulled (what a lockfile pins), or None."""
     rec = _read_records(root or paths.state_root()).get("pulled", {}).get(reference.normalize(ref))
     return rec.get("registry_digest") if isinstance(rec, dict) else None
 
 
-def blob_sources(digest: str, root: Path | None = None) -> list[str]:
+def blob_sources(digest: str, root: Path | str | None = None) -> list[str]:
     """`registry/repository` names a blob was pulled from or pushed to (newest first)."""
     v = _read_records(root or paths.state_root()).get("blob_sources", {}).get(digest, [])
     return [x for x in v if isinstance(x, str)]
@@ -301,7 +301,7 @@ def pull(store: ImageStore, ref: str, *, platform: str | None = None, progress: 
     recs[by_digest] = info
     blobs = {cfg_digest: where, **{x["digest"]: where for x in layers}}
     try:
-        _update_records(store.root, recs, blobs)
+        _update_records(Path(store.root), recs, blobs)
     except OSError as e:  # the image is in the store; only the bookkeeping failed
         log.warning("could not record the registry digest of %s: %s", norm, e)
     return img
@@ -332,7 +332,7 @@ def _fetch_layers(store: ImageStore, c: RegistryClient, repo: str, items: list[t
             except ResumeUnsupported as e:  # start over, into a file first
                 log.info("%s; downloading it again", e.message)
         if not store.has_blob(digest):
-            tmp = store.temp_path("blob")
+            tmp = Path(store.temp_path("blob"))
             try:
                 prog.bytes(digest, "downloading", 0, size)
                 c.download_blob(repo, digest, tmp, size, progress=lambda n: prog.bytes(digest, "downloading", n, size),
@@ -388,8 +388,8 @@ def _stream_layer(store: ImageStore, c: RegistryClient, repo: str, desc: dict[st
     """
     digest, size, media = desc["digest"], int(desc["size"]), desc.get("mediaType") or ""
     with store.transaction():
-        fifo = store.temp_path("blob")
-        blob_tmp = store.temp_path("blob")
+        fifo = Path(store.temp_path("blob"))
+        blob_tmp = Path(store.temp_path("blob"))
         layer_tmp: Path | None = None
         os.mkfifo(fifo, 0o600)
         failure: list[BaseException] = []
@@ -417,7 +417,7 @@ def _stream_layer(store: ImageStore, c: RegistryClient, repo: str, desc: dict[st
 
         t = threading.Thread(target=download, name="pull-dl", daemon=True)
         try:
-            layer_tmp = store.temp_dir("layer")
+            layer_tmp = Path(store.temp_dir("layer"))
             prog.bytes(digest, "downloading", 0, size)
             t.start()
             unpack_error: BaseException | None = None
@@ -436,13 +436,13 @@ def _stream_layer(store: ImageStore, c: RegistryClient, repo: str, desc: dict[st
                 raise failure[0]
             # the blob is complete and verified (download_blob checks size and sha256)
             os.chmod(blob_tmp, 0o644)
-            os.rename(blob_tmp, store.blob_path(digest))
+            os.rename(blob_tmp, Path(store.blob_path(digest)))
             if unpack_error is not None or res is None:
                 raise _RetryUnstreamed(str(unpack_error))
             if res.diff_id != diff_id:
                 raise ImageError(f"layer {digest[:19]}: DiffID mismatch (expected {diff_id}, got {res.diff_id})",
                                  hint="the image is corrupt or was tampered with; nothing was registered")  # fmt: skip
-            final = store.layer_dir(diff_id)
+            final = Path(store.layer_dir(diff_id))
             try:
                 os.rename(layer_tmp, final)
                 layer_tmp = None
@@ -476,7 +476,7 @@ def ensure_pulled(store: ImageStore, ref: str) -> Image:
     """
     r = reference.parse(ref)
     if r.digest:
-        rec = _read_records(store.root).get("pulled", {}).get(reference.normalize(ref))
+        rec = _read_records(Path(store.root)).get("pulled", {}).get(reference.normalize(ref))
         if isinstance(rec, dict) and rec.get("manifest_digest"):
             with contextlib.suppress(ImageNotFound):
                 return store.resolve(rec["manifest_digest"])

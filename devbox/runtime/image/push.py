@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from devbox.errors import ConfigError, ImageError
@@ -64,7 +65,7 @@ def push(store: ImageStore, src: str, dest: str | None = None, *, progress: Prog
                         src_repo = repo
                         break
             prog.bytes(digest, "pushing", 0, size)
-            how = c.upload_blob(t.repository, store.blob_path(digest), digest, size, chunk_size=chunk_size,
+            how = c.upload_blob(t.repository, Path(store.blob_path(digest)), digest, size, chunk_size=chunk_size,
                                 mount_from=src_repo, progress=lambda n: prog.bytes(digest, "pushing", n, size))  # fmt: skip
             results[digest] = how
             prog.set(

@@ -18,23 +18,23 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
-import json
 import os
-import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-from devbox import fsutil, paths
+from devbox import cjson, fsutil, paths
 from devbox.errors import ConfigError, ImageError, ImageNotFound
 from devbox.log import log
 from devbox.record import field, record
 from devbox.runtime import linux
 from devbox.runtime.image import reference
+from devbox.textmatch import LOWER_HEX, only
 
 TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
 if TYPE_CHECKING:
     from typing import Any
+
+    from devbox.paths import StrPath
 
 OCI_LAYOUT_VERSION = "1.0.0"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -57,17 +57,14 @@ REF_ANNOTATION = "org.opencontainers.image.ref.name"
 GZIP_LEVEL = 1  # commit/build layers: speed over size
 TMP_KINDS = ("layer", "blob", "tar", "import", "export", "bootstrap")
 TMP_MAX_AGE = 24 * 3600  # even a live owner's scratch is removed after this long
-_DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
-
-
 def digest_hex(digest: str) -> str:
-    m = _DIGEST_RE.match(digest or "")
-    if not m:
+    """`sha256:<64 hex>` -> `<64 hex>`."""
+    if not reference.is_digest(digest or ""):
         raise ImageError(f"bad digest {digest!r}", hint="digests look like sha256:<64 hex digits>")
-    return m.group(1)
+    return digest[len("sha256:") :]
 
 
-def sha256_file(path: Path) -> tuple[str, int]:
+def sha256_file(path: StrPath) -> tuple[str, int]:
     import hashlib  # OpenSSL's sha256 for large files; loaded only when hashing them
 
     h = hashlib.sha256()
@@ -80,7 +77,7 @@ def sha256_file(path: Path) -> tuple[str, int]:
 
 
 def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return cjson.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 def layer_compression(media_type: str) -> str | None:
@@ -125,14 +122,17 @@ class Image:
 
 
 class ImageStore:
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = Path(root) if root is not None else paths.state_root()
+    """Paths here are plain strings, as everywhere `devbox run` goes (paths.py says why)."""
+
+    def __init__(self, root: StrPath | None = None) -> None:
+        self.root = os.fspath(root) if root is not None else paths.state_root()
         self.images = paths.images_dir(self.root)
-        self.blobs = self.images / "blobs" / "sha256"
+        self.blobs = os.path.join(self.images, "blobs", "sha256")
         self.layers = paths.layers_dir(self.root)
         self.tmp = paths.tmp_dir(self.root)
-        self._index_lock = paths.locks_dir(self.root) / "images.lock"
-        self._gc_lock = paths.locks_dir(self.root) / "images-gc.lock"
+        self._index = os.path.join(self.images, "index.json")
+        self._index_lock = os.path.join(paths.locks_dir(self.root), "images.lock")
+        self._gc_lock = os.path.join(paths.locks_dir(self.root), "images-gc.lock")
         self._ready = False
 
     # --- setup, scratch space and locks ------------------------------------------------------------
@@ -141,33 +141,33 @@ class ImageStore:
         if self._ready:
             return
         for d in (self.blobs, self.layers, self.tmp):
-            d.mkdir(parents=True, exist_ok=True)
-        layout = self.images / "oci-layout"
-        if not layout.exists():
+            os.makedirs(d, exist_ok=True)
+        layout = os.path.join(self.images, "oci-layout")
+        if not os.path.exists(layout):
             fsutil.write_json(layout, {"imageLayoutVersion": OCI_LAYOUT_VERSION})
-        if not (self.images / "index.json").exists():
+        if not os.path.exists(self._index):
             with fsutil.locked(self._index_lock):
-                if not (self.images / "index.json").exists():
+                if not os.path.exists(self._index):
                     self._write_index([])
         self.clean_tmp()
         self._ready = True
 
-    def temp_path(self, kind: str) -> Path:
+    def temp_path(self, kind: str) -> str:
         """A fresh scratch path under tmp/ (not created), removed later if its owner dies."""
         if kind not in TMP_KINDS:
             raise ValueError(f"unknown temp kind {kind!r}")
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        os.makedirs(self.tmp, exist_ok=True)
         pid = os.getpid()
-        return self.tmp / f"{kind}-{pid}-{linux.proc_start_time(pid) or 0}-{os.urandom(6).hex()}"
+        return os.path.join(self.tmp, f"{kind}-{pid}-{linux.proc_start_time(pid) or 0}-{os.urandom(6).hex()}")
 
-    def temp_dir(self, kind: str) -> Path:
+    def temp_dir(self, kind: str) -> str:
         p = self.temp_path(kind)
         os.mkdir(p, 0o755)
         return p
 
-    def clean_tmp(self) -> list[Path]:
+    def clean_tmp(self) -> list[str]:
         """Remove scratch entries whose owning process is gone (or that are older than a day)."""
-        removed: list[Path] = []
+        removed: list[str] = []
         try:
             names = os.listdir(self.tmp)
         except FileNotFoundError:
@@ -177,7 +177,7 @@ class ImageStore:
             parts = name.split("-")
             if len(parts) != 4 or parts[0] not in TMP_KINDS:
                 continue
-            p = self.tmp / name
+            p = os.path.join(self.tmp, name)
             try:
                 pid, start = int(parts[1]), int(parts[2])
                 age = now - os.lstat(p).st_mtime
@@ -200,15 +200,16 @@ class ImageStore:
 
     # --- blobs -------------------------------------------------------------------------------------
 
-    def blob_path(self, digest: str) -> Path:
-        return self.blobs / digest_hex(digest)
+    def blob_path(self, digest: str) -> str:
+        return os.path.join(self.blobs, digest_hex(digest))
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        return os.path.isfile(self.blob_path(digest))
 
     def read_blob(self, digest: str) -> bytes:
         try:
-            return self.blob_path(digest).read_bytes()
+            with open(self.blob_path(digest), "rb") as f:
+                return f.read()
         except FileNotFoundError:
             raise ImageError(f"blob {digest} is missing from the image store",
                              hint="pull or import the image again") from None  # fmt: skip
@@ -220,7 +221,7 @@ class ImageStore:
                              hint="the content is corrupt or was tampered with; nothing was stored")  # fmt: skip
         with self.transaction():
             dst = self.blob_path(digest)
-            if not dst.exists():
+            if not os.path.exists(dst):
                 tmp = self.temp_path("blob")
                 try:
                     with open(tmp, "xb") as f:
@@ -232,9 +233,9 @@ class ImageStore:
                     raise
         return digest
 
-    def put_blob_file(self, path: Path, expected: str | None = None) -> str:
+    def put_blob_file(self, path: StrPath, expected: str | None = None) -> str:
         """Verify `path`'s sha256 and move it into blobs/ (copied first when it is not under tmp/)."""
-        path = Path(path)
+        path = os.fspath(path)
         with self.transaction():
             own = _is_under(path, self.tmp)
             src = path
@@ -246,10 +247,10 @@ class ImageStore:
             try:
                 digest, _ = sha256_file(src)
                 if expected is not None and expected != digest:
-                    raise ImageError(f"digest mismatch for {path.name}: expected {expected}, got {digest}",
+                    raise ImageError(f"digest mismatch for {os.path.basename(path)}: expected {expected}, got {digest}",
                                      hint="the download or archive is corrupt; nothing was stored")  # fmt: skip
                 dst = self.blob_path(digest)
-                if dst.exists():
+                if os.path.exists(dst):
                     _remove_path(src)
                 else:
                     os.chmod(src, 0o644)
@@ -261,13 +262,13 @@ class ImageStore:
 
     # --- layers ------------------------------------------------------------------------------------
 
-    def layer_dir(self, diff_id: str) -> Path:
-        return self.layers / digest_hex(diff_id)
+    def layer_dir(self, diff_id: str) -> str:
+        return os.path.join(self.layers, digest_hex(diff_id))
 
     def has_layer(self, diff_id: str) -> bool:
-        return self.layer_dir(diff_id).is_dir()
+        return os.path.isdir(self.layer_dir(diff_id))
 
-    def _register_layer(self, tmp: Path, diff_id: str) -> None:
+    def _register_layer(self, tmp: StrPath, diff_id: str) -> None:
         final = self.layer_dir(diff_id)
         try:
             os.rename(tmp, final)
@@ -284,7 +285,7 @@ class ImageStore:
             raise ImageError(f"unsupported layer media type {media_type!r}",
                              hint="devbox handles tar, tar+gzip and tar+zstd layers")  # fmt: skip
         blob = self.blob_path(blob_digest)
-        if not blob.is_file():
+        if not os.path.isfile(blob):
             raise ImageError(f"layer blob {blob_digest} is missing", hint="pull or import the image again")
         with self.transaction():
             tmp = self.temp_dir("layer")
@@ -304,13 +305,13 @@ class ImageStore:
                 raise
         return res.diff_id
 
-    def add_layer_tar(self, tar_path: Path, compress: bool = True) -> tuple[dict[str, Any], str]:
+    def add_layer_tar(self, tar_path: StrPath, compress: bool = True) -> tuple[dict[str, Any], str]:
         """Register the layer tar at `tar_path` (a tree as tar, e.g. from unpack.tar_from_dir).
 
         Returns (layer descriptor {mediaType, digest, size}, diff_id). The unpacked layer is registered
         too, so the layer is usable as a lowerdir at once.
         """
-        tar_path = Path(tar_path)
+        tar_path = os.fspath(tar_path)
         from devbox.runtime.image import unpack
 
         kind = unpack.sniff_compression(tar_path)
@@ -334,31 +335,31 @@ class ImageStore:
             else:
                 digest = self.put_blob_file(tar_path)
                 media = {"none": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}[kind]
-        size = self.blob_path(digest).stat().st_size
+        size = os.stat(self.blob_path(digest)).st_size
         return {"mediaType": media, "digest": digest, "size": size}, res.diff_id
 
     # --- index.json --------------------------------------------------------------------------------
 
     def _read_index(self) -> list[dict[str, Any]]:
         try:
-            idx = fsutil.read_json(self.images / "index.json")
+            idx = fsutil.read_json(self._index)
         except FileNotFoundError:
             return []
         except (ValueError, OSError) as e:
-            raise ImageError(f"image index {self.images / 'index.json'} is unreadable: {e}",
+            raise ImageError(f"image index {self._index} is unreadable: {e}",
                              hint="restore it, or remove the images directory and re-import") from None  # fmt: skip
         return list(idx.get("manifests", []))
 
     def _write_index(self, entries: list[dict[str, Any]]) -> None:
         entries = sorted(entries, key=lambda e: (_entry_ref(e) or "\uffff", e["digest"]))
-        fsutil.write_json(self.images / "index.json",
+        fsutil.write_json(self._index,
                           {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})  # fmt: skip
 
     def _load(self, digest: str, ref: str | None) -> Image:
         try:
-            manifest = json.loads(self.read_blob(digest))
+            manifest = cjson.loads(self.read_blob(digest))
             config_digest = manifest["config"]["digest"]
-            config = json.loads(self.read_blob(config_digest))
+            config = cjson.loads(self.read_blob(config_digest))
         except (KeyError, TypeError, ValueError) as e:
             raise ImageError(f"image {ref or digest} has a malformed manifest or config: {e}",
                              hint="remove it and pull or import it again") from None  # fmt: skip
@@ -372,7 +373,7 @@ class ImageStore:
         entry (e.g. where it was pulled from).
         """
         try:
-            manifest = json.loads(raw)
+            manifest = cjson.loads(raw)
             media = manifest.get("mediaType") or OCI_MANIFEST
             config_desc = manifest["config"]
             layers = manifest["layers"]
@@ -380,7 +381,7 @@ class ImageStore:
             raise ImageError(f"malformed image manifest: {e}", hint="the image is corrupt") from None
         if media not in MANIFEST_TYPES:
             raise ImageError(f"unsupported manifest type {media!r}", hint="devbox stores OCI or Docker v2 manifests")
-        config = json.loads(self.read_blob(config_desc["digest"]))
+        config = cjson.loads(self.read_blob(config_desc["digest"]))
         diff_ids = config.get("rootfs", {}).get("diff_ids", [])
         if len(diff_ids) != len(layers):
             raise ImageError(f"image config lists {len(diff_ids)} layers, the manifest {len(layers)}",
@@ -453,7 +454,7 @@ class ImageStore:
                 if _entry_ref(e) == norm:
                     return self._load(e["digest"], norm)
         prefix = q[len("sha256:") :] if q.startswith("sha256:") else q
-        if len(prefix) >= 4 and re.fullmatch(r"[0-9a-f]+", prefix):
+        if len(prefix) >= 4 and only(prefix, LOWER_HEX):
             found = {e["digest"] for e in entries if digest_hex(e["digest"]).startswith(prefix)}
             if len(found) == 1:
                 return self._load(found.pop(), None)
@@ -527,19 +528,19 @@ class ImageStore:
             self._write_index(rest)
         return done
 
-    def layer_dirs(self, image: Image) -> builtins.list[Path]:
+    def layer_dirs(self, image: Image) -> builtins.list[str]:
         """The unpacked layers of `image`, lowest first (overlay wants them highest first: reverse)."""
         out = []
         for d in image.diff_ids:
             p = self.layer_dir(d)
-            if not p.is_dir():
+            if not os.path.isdir(p):
                 name = image.ref or image.short_id
                 raise ImageError(f"layer {d[:19]} of image {name} is not unpacked",
                                  hint=f"run `devbox pull {name}` or import/bootstrap it again")  # fmt: skip
             out.append(p)
         return out
 
-    def ensure_layers(self, image: Image) -> builtins.list[Path]:
+    def ensure_layers(self, image: Image) -> builtins.list[str]:
         """Unpack any missing layer from its blob (e.g. after a prune of layers), then `layer_dirs`."""
         for desc, diff_id in zip(image.layers, image.diff_ids, strict=False):
             if not self.has_layer(diff_id) and self.has_blob(desc["digest"]):
@@ -569,14 +570,14 @@ class ImageStore:
                 keep_diffs.update(digest_hex(d) for d in img.diff_ids)
             for name in os.listdir(self.blobs):
                 if name not in keep_blobs:
-                    p = self.blobs / name
+                    p = os.path.join(self.blobs, name)
                     with contextlib.suppress(OSError):
-                        freed += p.stat().st_size
+                        freed += os.stat(p).st_size
                     _remove_path(p)
                     blobs_removed += 1
             for name in os.listdir(self.layers):
-                if name not in keep_diffs and re.fullmatch(r"[0-9a-f]{64}", name):
-                    _remove_path(self.layers / name)
+                if name not in keep_diffs and len(name) == 64 and only(name, LOWER_HEX):
+                    _remove_path(os.path.join(self.layers, name))
                     layers_removed += 1
         self.clean_tmp()
         return {"blobs": blobs_removed, "layers": layers_removed, "bytes": freed}
@@ -586,14 +587,14 @@ def _entry_ref(e: dict[str, Any]) -> str | None:
     return (e.get("annotations") or {}).get(REF_ANNOTATION)
 
 
-def _is_under(path: Path, parent: Path) -> bool:
+def _is_under(path: StrPath, parent: StrPath) -> bool:
     try:
         return os.path.realpath(path).startswith(os.path.realpath(parent) + os.sep)
     except OSError:
         return False
 
 
-def _remove_path(p: Path) -> None:
+def _remove_path(p: StrPath) -> None:
     """Remove a file or a whole tree without following symlinks (the tree may be hostile)."""
     try:
         st = os.lstat(p)
@@ -611,7 +612,7 @@ def _remove_path(p: Path) -> None:
             os.unlink(p)
 
 
-def _gzip_file(src: Path, dst: Path, level: int) -> None:
+def _gzip_file(src: StrPath, dst: StrPath, level: int) -> None:
     import zlib
 
     c = zlib.compressobj(level, zlib.DEFLATED, 31)

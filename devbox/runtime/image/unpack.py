@@ -785,11 +785,12 @@ def check_free_space(where: Path, need: int) -> None:
         raise _disk_full(where)
 
 
-def unpack_file(path: Path, dest: Path, compression: str | None = None, *, max_bytes: int | None = None,
+def unpack_file(path: Path | str, dest: Path | str, compression: str | None = None, *, max_bytes: int | None = None,
                 skip: Callable[[Member], bool] | None = None) -> UnpackResult:  # fmt: skip
     """Extract the (possibly compressed) layer tar at `path` into `dest`; returns the DiffID etc."""
+    dest = Path(dest)
     check_free_space(dest, os.path.getsize(path))
-    with open_decompressed(path, compression) as r:
+    with open_decompressed(Path(path), compression) as r:
         return extract(r, dest, max_bytes=max_bytes, skip=skip)
 
 

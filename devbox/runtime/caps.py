@@ -23,13 +23,13 @@ no_new_privs is NOT set here: the caller sets it last, right before exec.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from devbox.errors import ConfigError, KernelError
 from devbox.runtime import linux
 
 TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from devbox.runtime.users import ResolvedUser
 
 # linux/capability.h, in number order

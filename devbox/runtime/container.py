@@ -11,7 +11,6 @@ No host-side process stays per container: the double fork in nsinit hands PID 1 
 from __future__ import annotations
 
 import _signal as signal  # the C module: signal.py's enums cost ~1 ms to import
-import contextlib
 import os
 import time
 
@@ -23,6 +22,7 @@ from devbox.runtime.spec import ContainerSpec
 
 TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
 if TYPE_CHECKING:
+    import contextlib
     from typing import Any
 
 CREATING, CREATED, RUNNING, STOPPED = "creating", "created", "running", "stopped"
@@ -240,16 +240,20 @@ class Prestarted:
     def reap(self) -> None:
         """Reap the intermediate child (it exits right after sending PID 1's pid)."""
         if self.a_pid:
-            with contextlib.suppress(ChildProcessError):
+            try:
                 os.waitpid(self.a_pid, 0)
+            except ChildProcessError:
+                pass
             self.a_pid = 0
 
     def release(self) -> None:
         """The start is complete (or undone): the cgroup no longer needs the prestart lock."""
         self.reap()
         if self._lock_fd is not None:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(_prestart_lock_path(self.id))
+            except FileNotFoundError:
+                pass
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -259,18 +263,26 @@ class Prestarted:
         (its cleanup owns PID 1 then, and may have reaped it already)."""
         if self.sock is not None:
             pid = None
-            with contextlib.suppress(Exception):
+            try:
                 pid = self.chan.pid()
+            except Exception:
+                pass
             self.reap()
             self.sock.close()
             self.sock = None
             if pid:
-                with contextlib.suppress(ProcessLookupError):
+                try:
                     os.kill(pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):
+                except ProcessLookupError:
+                    pass
+                try:
                     os.waitpid(pid, 0)
-            with contextlib.suppress(Exception):
+                except ChildProcessError:
+                    pass
+            try:
                 self.cg.remove()
+            except Exception:
+                pass
             _remove_empty_cgroup_parents()
         self.release()
 
@@ -304,10 +316,14 @@ def prestart(cid: str, network: str, stdio: tuple[int, int, int]) -> Prestarted:
         # start() (or abort()) reaps it after reading the pid it sends.
         parent_sock, a = _fork_init(cfg, stdio, subreaper=True)
     except BaseException:
-        with contextlib.suppress(Exception):
+        try:
             cg.remove()
-        with contextlib.suppress(FileNotFoundError):
+        except Exception:
+            pass
+        try:
             os.unlink(lock_path)
+        except FileNotFoundError:
+            pass
         os.close(lock_fd)
         raise
     return Prestarted(cid, cg, parent_sock, lock_fd, a)
@@ -346,8 +362,10 @@ def _prestarting(cid: str) -> bool:
         return True
     finally:
         os.close(fd)
-    with contextlib.suppress(FileNotFoundError):  # a leftover of a killed devbox
+    try:  # a leftover of a killed devbox
         os.unlink(_prestart_lock_path(cid))
+    except FileNotFoundError:
+        pass
     return False
 
 
@@ -481,11 +499,15 @@ def _start(c: Container, *, foreground: bool, stdio: tuple[int, int, int] | None
             c.save_state()
         except BaseException:
             if pid:
-                with contextlib.suppress(ProcessLookupError):
+                try:
                     os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 if foreground:
-                    with contextlib.suppress(ChildProcessError):
+                    try:
                         os.waitpid(pid, 0)
+                    except ChildProcessError:
+                        pass
             _teardown(c, cg)
             c.state.update({"status": STOPPED if c.state.get("started_at") else CREATED, "pid": None,
                             "owner_pid": None})  # fmt: skip
@@ -586,7 +608,7 @@ def wait_foreground(st: Started, forwarder: Any = None, *, release: bool = False
         _, status = os.waitpid(st.wait_pid, 0)
         return console.exit_code(status)
 
-    with contextlib.nullcontext() if forwarder else console.SignalForwarder() as fwd:
+    with console.nullcontext() if forwarder else console.SignalForwarder() as fwd:
         (forwarder or fwd).target(st.signal_pid)
         code = console.relay(st.wait_pid, st.relays, st.master, wait)
     if st.master is not None:
@@ -605,9 +627,11 @@ def wait_foreground(st: Started, forwarder: Any = None, *, release: bool = False
 
 def mark_exited_children() -> None:
     """Reap zombies of containers we are subreaper for (foreground runs)."""
-    with contextlib.suppress(ChildProcessError):
+    try:
         while os.waitpid(-1, os.WNOHANG)[0]:
             pass
+    except ChildProcessError:
+        pass
 
 
 # --------------------------------------------------------------------------------------------- exec
@@ -696,8 +720,10 @@ def run_in(c: Container, args: list[str], *, user: str | None = None, capture: b
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if left == 0.0:
-                with contextlib.suppress(ProcessLookupError):
+                try:
                     os.kill(st.signal_pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 break
             if not sel.select(left):
                 continue
@@ -737,8 +763,10 @@ def kill(c: Container, sig: str | int = "KILL") -> None:
 
             cgroups.manager_for(c.id).kill_all(signal.SIGKILL)
         else:
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.kill(c.pid, signum)  # type: ignore[arg-type]
+            except ProcessLookupError:
+                pass
 
 
 def stop(c: Container, timeout: float | None = None) -> None:
@@ -750,8 +778,10 @@ def stop(c: Container, timeout: float | None = None) -> None:
             return
         pid, start_t = c.pid, c.state.get("pid_start")
         assert pid is not None
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.kill(pid, _signal_number(c.spec.stop_signal))
+        except ProcessLookupError:
+            pass
         deadline = time.monotonic() + (c.spec.stop_timeout if timeout is None else timeout)
         _wait_gone(pid, start_t, deadline)
         cg = cgroups.manager_for(c.id)
@@ -786,12 +816,16 @@ def _teardown(c: Container, cg: Any = None, keep_lease: bool = False, net_async:
     from devbox.runtime import cgroups
 
     cg = cg or cgroups.manager_for(c.id)
-    with contextlib.suppress(Exception):
+    try:
         if cg.exists():
             cg.kill_all(signal.SIGKILL)
+    except Exception:
+        pass
     mark_exited_children()
-    with contextlib.suppress(Exception):
+    try:
         cg.remove()
+    except Exception:
+        pass
     if c.spec.network not in ("none", "host"):
         from devbox.runtime import network
 
@@ -837,8 +871,10 @@ def remove(c: Container, force: bool = False) -> None:
             if status != STOPPED or c.state.get("needs_teardown", True):
                 _teardown(c)
             fsutil.rmtree(c.dir)
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(os.path.join(paths.locks_dir(), f"container-{c.id}.lock"))
+            except FileNotFoundError:
+                pass
         _remove_empty_cgroup_parents()
     finally:
         _wait_pending(c.id)  # a --rm run's network detach, started by wait_foreground
@@ -850,8 +886,10 @@ def _remove_empty_cgroup_parents() -> None:
 
     with _lock_all():
         for d in cgroups.group_dirs():
-            with contextlib.suppress(OSError):  # ENOENT, or EBUSY/ENOTEMPTY: another container is there
+            try:  # ENOENT, or EBUSY/ENOTEMPTY: another container is there
                 os.rmdir(d)
+            except OSError:
+                pass
 
 
 def reconcile() -> list[str]:
@@ -880,8 +918,10 @@ def reconcile() -> list[str]:
 
             cg = cgroups.manager_for(c.id)
             if cg.exists() and not cg.pids():
-                with contextlib.suppress(Exception):
+                try:
                     cg.remove()
+                except Exception:
+                    pass
     known = {c.id for c in list_containers()}
     # empty cgroups no container explains (a state root deleted under them, a crash between rmdirs);
     # rmdir of a cgroup only succeeds when it is empty, so this never touches a live container
@@ -890,9 +930,11 @@ def reconcile() -> list[str]:
     for cid in set(cgroups.list_containers()) - known:
         cg = cgroups.manager_for(cid)
         if not cg.pids() and not _prestarting(cid):
-            with contextlib.suppress(Exception):
+            try:
                 cg.remove(timeout=0.1)
                 cleaned.append(cid)
+            except Exception:
+                pass
     if cleaned:
         _remove_empty_cgroup_parents()
     if os.path.isdir(paths.networks_dir()):

@@ -41,7 +41,6 @@ Rules (B = a network's bridge, S = its subnet, G = its gateway, C:P = a box's ad
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 from devbox import cjson, fsutil, paths
 from devbox.errors import NetworkError
@@ -49,6 +48,7 @@ from devbox.log import log
 
 TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 FAMILY = "ip"

@@ -16,13 +16,13 @@ A value of None means "no limit" (and, for cpu_shares, the kernel default).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 from devbox.errors import ConfigError
 from devbox.record import record
 
 TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 MIN_MEMORY = 6 * 1024 * 1024

@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Mapping
 
 from devbox.errors import ConfigError
 from devbox.record import field, record
@@ -29,6 +28,7 @@ from devbox.runtime import linux
 
 TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 MAX_FILE = 4 * 1024 * 1024

@@ -156,7 +156,8 @@ def test_default_network(busybox_image: str) -> None:
 # Modules whose import costs milliseconds each and that `devbox run` does without (docs/architecture.md,
 # "Performance decisions"); pyroute2 is for network create/rm, not for a run on an existing network.
 HEAVY_MODULES = {"pathlib", "re", "enum", "json", "typing", "dataclasses", "inspect", "socket", "signal",
-                 "threading", "hashlib", "shutil", "tempfile", "subprocess", "selectors", "pyroute2"}  # fmt: skip
+                 "threading", "hashlib", "shutil", "tempfile", "subprocess", "selectors", "pyroute2",
+                 "ipaddress", "contextlib", "collections", "functools", "warnings"}  # fmt: skip
 
 
 def test_run_with_a_published_port_imports_no_heavy_module(busybox_image: str, net: Callable[..., str]) -> None:

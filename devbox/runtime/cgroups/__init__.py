@@ -20,7 +20,6 @@ import _signal as signal  # the C module: signal.py's enums cost ~1 ms to import
 import errno
 import os
 import time
-from collections.abc import Callable, Iterable
 
 from devbox.errors import CgroupError
 from devbox.runtime import linux
@@ -29,6 +28,7 @@ from devbox.textmatch import is_name
 
 TYPE_CHECKING = False  # typing costs ~4 ms to import; only type checkers need it here
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from typing import Literal, Protocol
 
     from devbox.paths import StrPath

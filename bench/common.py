@@ -111,6 +111,13 @@ def lib_sh(script: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           check=True)
 
 
+# podman's storage lives on a tmpfs mounted at /tmp/<PODMAN_TMPFS>XXXXXXXX: keep that path short. conmon
+# puts the container's attach socket under the runroot (containers-run/overlay-containers/<64 hex>/
+# userdata/attach); on /tmp/devbox-bench-podman-XXXXXXXX that outgrew a unix socket's 108-byte path
+# and every `podman run --rm` waited 20 s ("Exceeded conmon timeout waiting for container to exit").
+PODMAN_TMPFS = "dbp-"
+
+
 def podman_env(art: Path, runtime: str = "runc") -> dict:
     """Environment for podman with lib.sh's work-arounds, storage and config under `art`."""
     env = dict(os.environ, ART=str(art), PODMAN_RUNTIME=runtime)

@@ -33,9 +33,8 @@ def main() -> None:
     ap.add_argument("--json")
     a = ap.parse_args()
     out = [C.header("start: `/bin/true` start to exit")]
-    # podman's storage gets a tmpfs of its own: with it on the tmpfs that holds devbox's state root,
-    # every `podman run` took 20.3 s here ("Exceeded conmon timeout waiting for container to exit")
-    with C.tmpfs("devbox-bench-start-") as t, C.tmpfs("devbox-bench-podman-") as tp:
+    # podman's storage gets a tmpfs of its own, on a short path (see C.PODMAN_TMPFS)
+    with C.tmpfs("devbox-bench-start-") as t, C.tmpfs(C.PODMAN_TMPFS) as tp:
         dbx = C.devbox_env(t / "dbx")
         pod = C.podman_env(tp / "podman", "runc")
         podc = C.podman_env(tp / "podman-crun", "crun")

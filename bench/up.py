@@ -136,7 +136,7 @@ class Podman:
 
 
 def warm(a, out: list[str]) -> None:
-    with C.tmpfs("devbox-bench-up-") as t, C.tmpfs("devbox-bench-up-podman-") as tp:
+    with C.tmpfs("devbox-bench-up-") as t, C.tmpfs(C.PODMAN_TMPFS) as tp:
         dbx = C.devbox_env(t / "dbx", DEVBOX_BOOTSTRAP_CACHE=C.BOOTSTRAP_CACHE)
         pod = C.podman_env(tp / "podman", "runc")
         files = {}

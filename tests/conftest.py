@@ -27,10 +27,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+SESSION_PREFIX = "dbxtest-"
+
+
+def session_dir_prefix(pid: int | None = None) -> str:
+    """`dbxtest-PID-START-`: the session roots of a test run carry its pytest's pid and start time, so
+    that a later run can tell the root of a run that was killed (and never ran its finalizers)."""
+    from devbox.runtime.linux import proc_start_time
+
+    pid = os.getpid() if pid is None else pid
+    return f"{SESSION_PREFIX}{pid}-{proc_start_time(pid) or 0}-"
+
+
+def sweep_stale_session_roots(base: Path = Path("/tmp")) -> list[Path]:
+    """Remove the session roots of earlier test runs whose pytest is gone: their containers (through
+    devbox, with that root), their tmpfs and the directory. A root whose process still runs, or whose
+    name does not carry a pid and start time, is left alone. Returns what was removed."""
+    from devbox.runtime.linux import proc_start_time
+
+    removed = []
+    for d in sorted(base.glob(SESSION_PREFIX + "*")):
+        parts = d.name[len(SESSION_PREFIX) :].split("-")
+        if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()) or not d.is_dir():
+            continue
+        pid, start = int(parts[0]), int(parts[1])
+        if proc_start_time(pid) == start:
+            continue  # that run is still going
+        if os.path.ismount(d):
+            _cleanup_root(d / "state")
+            subprocess.run(["umount", "-R", "-l", str(d)], check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(d)], check=False)
+        removed.append(d)
+    return removed
+
+
 @pytest.fixture(scope="session")
 def session_root() -> Iterator[Path]:
     """A tmpfs-backed devbox state root shared by the whole session (images are imported once)."""
-    d = Path(tempfile.mkdtemp(prefix="dbxtest-", dir="/tmp"))
+    if IS_ROOT:
+        sweep_stale_session_roots()
+    d = Path(tempfile.mkdtemp(prefix=session_dir_prefix(), dir="/tmp"))
     mounted = False
     if IS_ROOT:
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12g,mode=0755", "dbxtest", str(d)], check=True)

@@ -526,8 +526,7 @@ def up(project: model.Project, boxes: list[str] | None = None, *, build: bool = 
             _set_label(c, "devbox.services", box.services_hash())
             action = "services reloaded"
         started[name] = (c, action)
-    for name, (c, action) in list(started.items()):
-        _wait_box(project, project.boxes[name], c, action, result)
+    _wait_boxes(project, started, result)
     result.elapsed = time.monotonic() - t0
     return result
 
@@ -540,14 +539,53 @@ def _ensure_network(project: model.Project) -> None:
         network.create_network(network_name(project), subnet=project.subnet)
 
 
-def _wait_box(project: model.Project, box: model.Box, c: ct.Container, action: str, result: UpResult) -> None:
+def _box_health(box: model.Box, c: ct.Container) -> Any:
     from devbox.services import health
 
     client = client_for(c)
     deadline = time.monotonic() + HEALTH_TIMEOUT
-    report = health.start_in_order(client, box, c.state.get("ip"), _run_in_box(c), deadline)
+    return health.start_in_order(client, box, c.state.get("ip"), _run_in_box(c), deadline)
+
+
+def _wait_box(project: model.Project, box: model.Box, c: ct.Container, action: str, result: UpResult) -> None:
+    report = _box_health(box, c)
     result.boxes.append(BoxResult(box.name, c, action, report))
     report.raise_for_failure()
+
+
+def _wait_boxes(project: model.Project, started: dict[str, tuple[ct.Container, str]], result: UpResult) -> None:
+    """Wait for every started box at once, one thread per box after the first, and report them in
+    order (the first failure in that order raises). At once, because supervisord notices that a
+    program has stayed up for `startsecs` only when its loop wakes: once a second when idle, at once
+    when asked over XML-RPC. A box nobody polls while another one is waited for reaches RUNNING up to
+    a second late; three boxes with the default startsecs 1 took 2.3 s instead of 1.3 s."""
+    items = list(started.items())
+    if len(items) <= 1:
+        for name, (c, action) in items:
+            _wait_box(project, project.boxes[name], c, action, result)
+        return
+    import threading
+
+    reports: dict[str, Any] = {}
+
+    def wait(name: str, c: ct.Container) -> None:
+        try:
+            reports[name] = _box_health(project.boxes[name], c)
+        except BaseException as e:  # noqa: BLE001 - raised in order by the main thread
+            reports[name] = e
+
+    threads = {name: threading.Thread(target=wait, args=(name, c), daemon=True) for name, (c, _a) in items[1:]}
+    for t in threads.values():
+        t.start()
+    name0, (c0, action0) = items[0]
+    _wait_box(project, project.boxes[name0], c0, action0, result)
+    for name, (c, action) in items[1:]:
+        threads[name].join()
+        report = reports[name]
+        if isinstance(report, BaseException):
+            raise report
+        result.boxes.append(BoxResult(name, c, action, report))
+        report.raise_for_failure()
 
 
 # ------------------------------------------------------------------------------------------ other verbs

@@ -81,6 +81,19 @@ class locked:  # noqa: N801 -- used like the function it was: `with fsutil.locke
         os.close(fd)
 
 
+def find_upwards(start: StrPath, filename: str) -> str | None:
+    """The nearest `filename` (a regular file) in `start` or one of its parents, or None."""
+    d = os.path.abspath(start)
+    while True:
+        f = os.path.join(d, filename)
+        if os.path.isfile(f):
+            return f
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
+
+
 def boot_id() -> str:
     with open("/proc/sys/kernel/random/boot_id") as f:
         return f.read().strip()

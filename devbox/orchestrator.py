@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devbox import errors, model, paths
+from devbox import errors, fsutil, model, paths
 from devbox.runtime import container as ct
 
 SOCK_IN_BOX = "/run/devbox/supervisor.sock"
@@ -50,10 +50,9 @@ def load(file: Path | None = None) -> model.Project:
 
 def _find_devboxfile() -> Path:
     """devboxfile.find without importing devboxfile (yaml and the validators) when there is one."""
-    start = Path(os.path.abspath(Path.cwd()))
-    for d in (start, *start.parents):
-        if os.path.isfile(d / "Devboxfile"):
-            return d / "Devboxfile"
+    found = fsutil.find_upwards(os.getcwd(), "Devboxfile")
+    if found is not None:
+        return Path(found)
     from devbox import devboxfile
 
     return devboxfile.find(Path.cwd())  # raises its error

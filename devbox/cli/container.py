@@ -11,7 +11,6 @@ from typing import Any
 import typer
 
 from devbox import errors
-from devbox.cli.runner import parse_env
 from devbox.cli.util import print_json, print_table, require_root
 
 PASSTHROUGH = {"allow_interspersed_args": False, "ignore_unknown_options": True}
@@ -120,41 +119,10 @@ def exec_cmd(
     file: Path = typer.Option(None, "--file", envvar="DEVBOX_FILE", help="Devboxfile, when CONTAINER is a box."),
 ) -> None:
     """Run a command in a running box or container."""
-    from devbox.runtime import console
-    from devbox.runtime import container as ct
+    from devbox.cli.runner import exec_  # the same code as `exec` without typer (cli/runner.py)
 
-    require_root()
-    if file is not None:
-        os.environ["DEVBOX_FILE"] = os.fspath(file)
-    command = list(command)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        raise errors.ConfigError("no command given", hint=f"devbox exec {container} -- CMD ARGS...")
-    from devbox.cli.project import box_target
-
-    target = box_target(container)
-    if target is not None:
-        project, c, _service = target
-        if c is None:
-            raise errors.IncorrectStatus(f"box {container} is not created", hint="start it with `devbox up`")
-        box = project.boxes[container.partition("/")[0]]
-        user = user if user is not None else box.user
-        workdir = workdir or box.workdir
-    else:
-        c = ct.find(container)
-    if tty:
-        stdio, relays = (0, 1, 2), []
-    else:
-        stdio, relays = console.plan_stdio(interactive, False)
-    try:
-        st = ct.exec_in(c, command, env=parse_env(env), user=user, cwd=workdir, tty=tty,
-                        interactive=interactive, stdio=stdio, relays=relays)  # fmt: skip
-    finally:
-        for fd in stdio:
-            if fd > 2:
-                os.close(fd)
-    raise typer.Exit(ct.wait_exec(st))
+    raise typer.Exit(exec_(container, list(command), interactive=interactive, tty=tty, env=list(env), user=user,
+                           workdir=workdir, file=file))  # fmt: skip
 
 
 def logs_cmd(
@@ -165,7 +133,8 @@ def logs_cmd(
     file: Path = typer.Option(None, "--file", envvar="DEVBOX_FILE", help="Devboxfile of the boxes."),
 ) -> None:
     """Print a box's service logs, or a detached container's output."""
-    from devbox.cli.project import box_logs, box_target
+    from devbox.cli.project import box_logs
+    from devbox.cli.util import box_target
     from devbox.runtime import container as ct
 
     require_root()

@@ -107,26 +107,6 @@ def _running_box(project: Any, name: str) -> Any:
     return c
 
 
-def box_target(name: str) -> Any | None:
-    """If `name` (BOX or BOX/SERVICE) is a box of the Devboxfile here, (project, container, service)."""
-    from devbox import devboxfile
-
-    if os.environ.get("DEVBOX_FILE"):
-        path = Path(os.environ["DEVBOX_FILE"])
-    else:
-        try:
-            path = devboxfile.find(Path.cwd())
-        except errors.DevboxError:
-            return None
-    from devbox import orchestrator
-
-    project = orchestrator.load(path)
-    box, _, service = name.partition("/")
-    if box not in project.boxes:
-        return None
-    return project, orchestrator.box_container(project, box), service
-
-
 def _open_log(path: Path) -> Any:
     """Open a log for reading. Service logs live in a folder the box can write: never follow a
     symlink the box put there (services.client.open_box_file)."""

@@ -1,11 +1,11 @@
-"""`devbox run`, without typer.
+"""`devbox run` and `devbox exec`, without typer.
 
-`devbox run --rm IMG CMD` is the engine's hot path, and importing typer (with its click) costs about
-100 ms, a third of the whole command. So `run` has its own small parser here, driven by a table that
-mirrors the typer signature in cli/container.py option for option (tests/unit/test_runner_parse.py
-checks the two agree on every option and on many command lines). Whatever this parser does not
-recognise (--help, an unknown option, a missing value) is handed to typer unchanged, so errors and
-help text stay typer's.
+`devbox run --rm IMG CMD` is the engine's hot path, and `exec` the one a developer types all day;
+importing typer (with its click) costs about 100 ms, more than the rest of either command. So they
+have their own small parser here, driven by tables that mirror the typer signatures in
+cli/container.py option for option (tests/unit/test_runner_parse.py checks the two agree on every
+option and on many command lines). Whatever this parser does not recognise (--help, an unknown
+option, a missing value) is handed to typer unchanged, so errors and help text stay typer's.
 """
 
 from __future__ import annotations
@@ -48,10 +48,53 @@ RUN_DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 
 
+EXEC_OPTIONS: dict[str, tuple[str, str]] = {
+    "-i": ("interactive", "flag"), "--interactive": ("interactive", "flag"),
+    "-t": ("tty", "flag"), "--tty": ("tty", "flag"),
+    "-e": ("env", "list"), "--env": ("env", "list"),
+    "-u": ("user", "str"), "--user": ("user", "str"),
+    "-w": ("workdir", "str"), "--workdir": ("workdir", "str"),
+    "--file": ("file", "str"),
+}  # fmt: skip
+
+# `file` also comes from $DEVBOX_FILE (typer's envvar); exec_ reads the variable itself when it is None
+EXEC_DEFAULTS: dict[str, Any] = {"interactive": False, "tty": False, "env": [], "user": None, "workdir": None,
+                                 "file": None}  # fmt: skip
+
+
 def parse_run(argv: list[str]) -> dict[str, Any] | None:
     """Parameters of `run` from the arguments after the verb, as typer would give them; None when
     typer must decide (help, unknown options, missing values, no image)."""
-    p: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in RUN_DEFAULTS.items()}
+    parsed = _parse_options(argv, RUN_OPTIONS, RUN_DEFAULTS)
+    if parsed is None:
+        return None
+    p, i = parsed
+    if i >= len(argv):
+        return None  # no image: typer's error
+    p["image"] = argv[i]
+    p["command"] = list(argv[i + 1 :]) or None
+    return p
+
+
+def parse_exec(argv: list[str]) -> dict[str, Any] | None:
+    """Parameters of `exec` from the arguments after the verb, as typer would give them; None when
+    typer must decide (as parse_run; also no container or no command)."""
+    parsed = _parse_options(argv, EXEC_OPTIONS, EXEC_DEFAULTS)
+    if parsed is None:
+        return None
+    p, i = parsed
+    if i + 1 >= len(argv):
+        return None  # no container or no command: typer's error
+    p["container"] = argv[i]
+    p["command"] = list(argv[i + 1 :])
+    return p
+
+
+def _parse_options(argv: list[str], options: dict[str, tuple[str, str]],
+                   defaults: dict[str, Any]) -> tuple[dict[str, Any], int] | None:  # fmt: skip
+    """The options before the first positional argument, as click parses them with interspersed
+    arguments off: (parameters, index of the first positional), or None when typer must decide."""
+    p: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in defaults.items()}
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -62,7 +105,7 @@ def parse_run(argv: list[str]) -> dict[str, Any] | None:
             break
         if a.startswith("--"):
             opt, eq, val = a.partition("=")
-            spec = RUN_OPTIONS.get(opt)
+            spec = options.get(opt)
             if spec is None:
                 return None
             dest, kind = spec
@@ -82,7 +125,7 @@ def parse_run(argv: list[str]) -> dict[str, Any] | None:
             j = 1
             dest, kind, val = "", "flag", ""
             while j < len(a):
-                spec = RUN_OPTIONS.get("-" + a[j])
+                spec = options.get("-" + a[j])
                 if spec is None:
                     return None
                 dest, kind = spec
@@ -104,26 +147,63 @@ def parse_run(argv: list[str]) -> dict[str, Any] | None:
             p[dest].append(val)
         else:
             p[dest] = val
-    if i >= len(argv):
-        return None  # no image: typer's error
-    p["image"] = argv[i]
-    p["command"] = list(argv[i + 1 :]) or None
-    return p
+    return p, i
 
 
 def main(argv: list[str]) -> int | None:
-    """Run `devbox [--debug] run ...` without typer; None to let typer handle argv."""
+    """Run `devbox [--debug] run|exec ...` without typer; None to let typer handle argv."""
     debug = False
     if argv[:1] == ["--debug"]:
         debug, argv = True, argv[1:]
-    if argv[:1] != ["run"]:
+    verbs = {"run": (parse_run, run), "exec": (parse_exec, exec_)}
+    if not argv or argv[0] not in verbs:
         return None
-    params = parse_run(argv[1:])
+    parse, fn = verbs[argv[0]]
+    params = parse(argv[1:])
     if params is None:
         return None
     from devbox.cli import run_fast
 
-    return run_fast(debug, run, **params)
+    return run_fast(debug, fn, **params)
+
+
+def exec_(container: str, command: list[str], *, interactive: bool, tty: bool, env: list[str], user: str | None,
+          workdir: str | None, file: str | os.PathLike[str] | None) -> int:  # fmt: skip
+    """Run a command in a running box or container; the exit code is the command's."""
+    from devbox.cli.util import box_target, require_root
+    from devbox.runtime import console
+    from devbox.runtime import container as ct
+
+    require_root()
+    if file is not None:
+        os.environ["DEVBOX_FILE"] = os.fspath(file)
+    command = list(command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise errors.ConfigError("no command given", hint=f"devbox exec {container} -- CMD ARGS...")
+    target = box_target(container)
+    if target is not None:
+        project, c, _service = target
+        if c is None:
+            raise errors.IncorrectStatus(f"box {container} is not created", hint="start it with `devbox up`")
+        box = project.boxes[container.partition("/")[0]]
+        user = user if user is not None else box.user
+        workdir = workdir or box.workdir
+    else:
+        c = ct.find(container)
+    if tty:
+        stdio, relays = (0, 1, 2), []
+    else:
+        stdio, relays = console.plan_stdio(interactive, False)
+    try:
+        st = ct.exec_in(c, command, env=parse_env(env), user=user, cwd=workdir, tty=tty,
+                        interactive=interactive, stdio=stdio, relays=relays)  # fmt: skip
+    finally:
+        for fd in stdio:
+            if fd > 2:
+                os.close(fd)
+    return ct.wait_exec(st)
 
 
 def run(image: str, command: list[str] | None, *, name: str | None, detach: bool, rm: bool, interactive: bool,

@@ -40,7 +40,7 @@ def _commit_target(name: str, file: Path | None) -> Any:
     if file is not None:
         project = _project(file)
     else:
-        from devbox.cli.project import box_target
+        from devbox.cli.util import box_target
 
         t = box_target(name)
         project = t[0] if t else None

@@ -17,6 +17,26 @@ def require_root() -> None:
         raise NotRootError("devbox needs root to create containers", hint="run it with sudo")
 
 
+def box_target(name: str) -> Any | None:
+    """If `name` (BOX or BOX/SERVICE) is a box of the Devboxfile here ($DEVBOX_FILE, else the nearest
+    one up from the current folder), (project, container, service); else None. Nothing heavier than
+    a file lookup when there is no Devboxfile (`exec`/`logs` of a plain container)."""
+    from devbox import fsutil
+
+    path = os.environ.get("DEVBOX_FILE") or fsutil.find_upwards(os.getcwd(), "Devboxfile")
+    if not path:
+        return None
+    from pathlib import Path
+
+    from devbox import orchestrator
+
+    project = orchestrator.load(Path(path))
+    box, _, service = name.partition("/")
+    if box not in project.boxes:
+        return None
+    return project, orchestrator.box_container(project, box), service
+
+
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:
     cells = [headers] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]

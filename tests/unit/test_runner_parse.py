@@ -95,3 +95,82 @@ def test_run_imports_neither_typer_nor_pyroute2(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
     assert "no-such-image-xyz" in r.stderr, r.stderr
+
+
+# ---- exec ---------------------------------------------------------------------------------------------
+
+
+def _typer_exec_params(argv: list[str]) -> dict[str, Any]:
+    import typer.main
+
+    import devbox.cli as cli
+
+    cli._register()
+    cmd = typer.main.get_command(cli.app).commands["exec"]  # type: ignore[attr-defined]
+    p = dict(cmd.make_context("exec", list(argv)).params)
+    for k, v in p.items():
+        if isinstance(v, tuple):
+            p[k] = list(v)
+    if p.get("file") is not None:
+        p["file"] = os.fspath(p["file"])
+    return p
+
+
+EXEC_CASES = [
+    ["box", "ls"],
+    ["box", "ls", "-l", "/"],
+    ["-it", "box", "sh"],
+    ["-ti", "-e", "A=1", "--env", "B=2", "-eC=3", "-u", "1000", "-w", "/srv", "box", "env"],
+    ["--interactive", "--tty", "--user=root", "--workdir=/", "--file", "/p/Devboxfile", "web/app", "sh"],
+    ["box", "--", "ls", "-i"],
+    ["--", "box", "ls"],
+    ["box", "-it", "sh"],  # options after the container belong to the command
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv", EXEC_CASES, ids=[" ".join(c) for c in EXEC_CASES])
+def test_fast_exec_parse_equals_typer(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEVBOX_FILE", raising=False)
+    fast = runner.parse_exec(argv)
+    assert fast is not None, argv
+    assert fast == _typer_exec_params(argv)
+
+
+@pytest.mark.parametrize("argv", [[], ["box"], ["--help"], ["-h", "box", "ls"], ["--bogus", "box", "ls"],
+                                  ["-u"], ["-x", "box", "ls"], ["--tty=1", "box", "ls"]])  # fmt: skip
+def test_exec_falls_back_to_typer(argv: list[str]) -> None:
+    assert runner.parse_exec(argv) is None
+
+
+def test_exec_table_matches_typer_signature() -> None:
+    import typer.main
+
+    import devbox.cli as cli
+
+    cli._register()
+    cmd = typer.main.get_command(cli.app).commands["exec"]  # type: ignore[attr-defined]
+    seen: dict[str, tuple[str, str]] = {}
+    for param in cmd.params:
+        if param.param_type_name != "option":
+            continue
+        kind = "flag" if param.is_flag else ("list" if param.multiple else "str")
+        for opt in param.opts:
+            seen[opt] = (param.name, kind)
+        default = list(param.default) if isinstance(param.default, (list, tuple)) else param.default
+        assert runner.EXEC_DEFAULTS[param.name] == default, param.name
+    assert seen == runner.EXEC_OPTIONS
+    assert set(runner.EXEC_DEFAULTS) == {n for n, _ in seen.values()}
+
+
+def test_exec_imports_no_typer(tmp_path: Path) -> None:
+    code = (
+        "import sys; from devbox.cli import runner; "
+        "runner.main(['exec', 'no-such-container-xyz', 'true']); "
+        "print(sorted(m for m in ('typer', 'click', 'pyroute2', 'yaml') if m in sys.modules))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path),
+        env={**os.environ, "DEVBOX_ROOT": str(tmp_path / "root"), "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
+    assert "no such container: no-such-container-xyz" in r.stderr, r.stderr

@@ -13,14 +13,33 @@ import pytest
 from devbox.cli import runner
 
 
-def _typer_run_command() -> Any:
+def _typer_command(verb: str) -> Any:
     import typer.main
 
     import devbox.cli as cli
 
     cli._register()  # every verb: the app is shared with other tests
     group = typer.main.get_command(cli.app)
-    return group.commands["run"]  # type: ignore[attr-defined]
+    return group.commands[verb]  # type: ignore[attr-defined]
+
+
+def _typer_run_command() -> Any:
+    return _typer_command("run")
+
+
+def _check_table(verb: str, options: dict[str, tuple[str, str]], defaults: dict[str, Any]) -> None:
+    """Every typer option of `verb` is in the table with the same kind and default, and nothing else."""
+    seen: dict[str, tuple[str, str]] = {}
+    for param in _typer_command(verb).params:
+        if param.param_type_name != "option":
+            continue
+        kind = "flag" if param.is_flag else ("list" if param.multiple else "str")
+        for opt in param.opts:
+            seen[opt] = (param.name, kind)
+        default = list(param.default) if isinstance(param.default, (list, tuple)) else param.default
+        assert defaults[param.name] == default, param.name
+    assert seen == options
+    assert set(defaults) == {n for n, _ in seen.values()}
 
 
 def _typer_params(argv: list[str]) -> dict[str, Any]:
@@ -69,19 +88,7 @@ def test_falls_back_to_typer(argv: list[str]) -> None:
 
 
 def test_table_matches_typer_signature() -> None:
-    """Every typer option of `run` is in the table with the same kind and default, and nothing else."""
-    cmd = _typer_run_command()
-    seen: dict[str, tuple[str, str]] = {}
-    for param in cmd.params:
-        if param.param_type_name != "option":
-            continue
-        kind = "flag" if param.is_flag else ("list" if param.multiple else "str")
-        for opt in param.opts:
-            seen[opt] = (param.name, kind)
-        default = list(param.default) if isinstance(param.default, (list, tuple)) else param.default
-        assert runner.RUN_DEFAULTS[param.name] == default, param.name
-    assert seen == runner.RUN_OPTIONS
-    assert set(runner.RUN_DEFAULTS) == {n for n, _ in seen.values()}
+    _check_table("run", runner.RUN_OPTIONS, runner.RUN_DEFAULTS)
 
 
 def test_run_imports_neither_typer_nor_pyroute2(tmp_path: Path) -> None:
@@ -101,13 +108,7 @@ def test_run_imports_neither_typer_nor_pyroute2(tmp_path: Path) -> None:
 
 
 def _typer_exec_params(argv: list[str]) -> dict[str, Any]:
-    import typer.main
-
-    import devbox.cli as cli
-
-    cli._register()
-    cmd = typer.main.get_command(cli.app).commands["exec"]  # type: ignore[attr-defined]
-    p = dict(cmd.make_context("exec", list(argv)).params)
+    p = dict(_typer_command("exec").make_context("exec", list(argv)).params)
     for k, v in p.items():
         if isinstance(v, tuple):
             p[k] = list(v)
@@ -143,23 +144,7 @@ def test_exec_falls_back_to_typer(argv: list[str]) -> None:
 
 
 def test_exec_table_matches_typer_signature() -> None:
-    import typer.main
-
-    import devbox.cli as cli
-
-    cli._register()
-    cmd = typer.main.get_command(cli.app).commands["exec"]  # type: ignore[attr-defined]
-    seen: dict[str, tuple[str, str]] = {}
-    for param in cmd.params:
-        if param.param_type_name != "option":
-            continue
-        kind = "flag" if param.is_flag else ("list" if param.multiple else "str")
-        for opt in param.opts:
-            seen[opt] = (param.name, kind)
-        default = list(param.default) if isinstance(param.default, (list, tuple)) else param.default
-        assert runner.EXEC_DEFAULTS[param.name] == default, param.name
-    assert seen == runner.EXEC_OPTIONS
-    assert set(runner.EXEC_DEFAULTS) == {n for n, _ in seen.values()}
+    _check_table("exec", runner.EXEC_OPTIONS, runner.EXEC_DEFAULTS)
 
 
 def test_exec_imports_no_typer(tmp_path: Path) -> None:

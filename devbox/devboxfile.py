@@ -104,11 +104,12 @@ _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 def find(start: Path) -> Path:
     """The nearest Devboxfile in `start` or one of its parents."""
+    from devbox import fsutil
+
+    found = fsutil.find_upwards(start, FILENAME)
+    if found is not None:
+        return Path(found)
     start = Path(os.path.abspath(start))
-    for d in (start, *start.parents):
-        f = d / FILENAME
-        if f.is_file():
-            return f
     raise ConfigError(
         f"no {FILENAME} in {start} or any parent folder",
         hint="run `devbox init` to create one (templates: " + ", ".join(TEMPLATES) + ")",
